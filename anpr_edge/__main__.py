@@ -1,0 +1,3 @@
+from anpr_edge.cli import main
+
+raise SystemExit(main())

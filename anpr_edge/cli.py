@@ -1,0 +1,397 @@
+"""The ``anpr-edge`` command line.
+
+Conventions every subcommand keeps: machine-readable output (JSON lines) on stdout, logs and progress on
+stderr; a user mistake is one clear message on stderr and exit code 2, never a traceback; per-file
+failures are reported for that file and the run goes on (exit code 1 at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import cv2
+import numpy as np
+
+from anpr_edge import __version__
+from anpr_edge.config import AppConfig, default_config, load_config
+from anpr_edge.errors import AnprError, ConfigError, SourceError
+from anpr_edge.logs import setup_logging
+
+if TYPE_CHECKING:
+    from anpr_edge.sources import FrameSource
+
+log = logging.getLogger("anpr_edge")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm"}
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _config(path: str | None) -> AppConfig:
+    return load_config(path) if path else default_config()
+
+
+def _emit(record: dict[str, Any], out: TextIO) -> None:
+    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    out.flush()
+
+
+def _round_box(box: Sequence[float] | None) -> list[float] | None:
+    return None if box is None else [round(float(v), 1) for v in box]
+
+
+def iter_image_paths(targets: Sequence[str]) -> Iterator[Path]:
+    """Named files as given (so a non-image is reported), folders recursively (image files only)."""
+    for target in targets:
+        path = Path(target)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file; ``ValueError`` with a reason for a missing, unreadable or non-image file."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except FileNotFoundError:
+        raise ValueError("file not found") from None
+    except IsADirectoryError:
+        raise ValueError("is a directory") from None
+    except PermissionError:
+        raise ValueError("not readable (permissions)") from None
+    except OSError as error:
+        raise ValueError(f"cannot read: {error.strerror or error}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ValueError("not an image OpenCV can decode" if data.size else "empty file")
+    return image
+
+
+def _process_files(
+    targets: Sequence[str],
+    as_json: bool,
+    work: Callable[[np.ndarray], dict[str, Any]],
+    human: Callable[[dict[str, Any]], str],
+) -> int:
+    failed = 0
+    for path in iter_image_paths(targets):
+        try:
+            image = read_image(path)
+        except ValueError as error:
+            failed += 1
+            if as_json:
+                _emit({"file": str(path), "error": str(error)}, sys.stdout)
+            log.error("%s: %s", path, error)
+            continue
+        started = time.perf_counter()
+        record = work(image)
+        ms = (time.perf_counter() - started) * 1000.0
+        record = {"file": str(path), **record, "ms": round(ms, 1)}
+        if as_json:
+            _emit(record, sys.stdout)
+        else:
+            sys.stdout.write(f"{path}: {human(record)}\n")
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------------- commands
+def cmd_read(args: argparse.Namespace) -> int:
+    from anpr_edge.pipeline import PlateReader
+
+    config = _config(args.config)
+    reader = PlateReader.from_config(config)
+    threshold = config.models.ocr.min_confidence
+
+    def work(image: np.ndarray) -> dict[str, Any]:
+        (reads,) = reader.read([image])
+        plates = [
+            {"text": r.text, "confidence": round(r.confidence, 4), "box": _round_box(r.box)}
+            for r in reads
+            if r.confidence >= threshold and r.text
+        ]
+        return {"plates": plates}
+
+    def human(record: dict[str, Any]) -> str:
+        plates = record["plates"]
+        found = ", ".join(f"{p['text']} ({p['confidence']:.2f}) at {p['box']}" for p in plates) or "no plate"
+        return f"{found}  [{record['ms']} ms]"
+
+    return _process_files(args.paths, args.json, work, human)
+
+
+def cmd_ocr(args: argparse.Namespace) -> int:
+    from anpr_edge.pipeline import load_recognizer
+
+    recognizer = load_recognizer(_config(args.config))
+
+    def work(image: np.ndarray) -> dict[str, Any]:
+        (plate,) = recognizer.read_images([image])
+        return {"text": plate.text, "confidence": round(plate.confidence, 4)}
+
+    return _process_files(
+        args.paths, args.json, work, lambda r: f"{r['text'] or '(nothing)'} ({r['confidence']:.2f})  [{r['ms']} ms]"
+    )
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from anpr_edge.pipeline import load_detector, load_recognizer
+    from anpr_edge.sources import open_source
+
+    config = load_config(args.file)
+    summary: dict[str, Any] = {"file": str(args.file), "device_id": config.device_id, "cameras": [], "models": {}}
+    for n, camera in enumerate(config.cameras):
+        entry: dict[str, Any] = {"id": camera.id, "kind": camera.source.kind, "source": str(camera.source)}
+        entry["enabled"] = camera.enabled
+        if camera.enabled and args.probe:
+            source = open_source(camera)
+            try:
+                source.open()
+                frame = source.read()
+                if frame is None:
+                    raise SourceError(f"camera '{camera.id}': no frame could be read from {camera.source}")
+                entry["probe"] = {"width": frame.width, "height": frame.height, "fps": source.native_fps}
+            except SourceError as error:
+                raise ConfigError(f"{args.file}: cameras[{n}].source: {error}") from None
+            finally:
+                source.close()
+        summary["cameras"].append(entry)
+    for role, loader, key in (
+        ("detector", load_detector, "models.detector.path"),
+        ("ocr", load_recognizer, "models.ocr.path"),
+    ):
+        try:
+            loaded = loader(config)
+            summary["models"][role] = {"path": str(loaded.backend.path), "status": "ok"}
+        except AnprError as error:
+            explicit = getattr(config.models, role).path is not None
+            if explicit:
+                raise ConfigError(f"{args.file}: {key}: {error}") from None
+            summary["models"][role] = {"path": None, "status": "missing", "message": str(error)}
+    mqtt = config.mqtt
+    summary["mqtt"] = {"enabled": mqtt.enabled, "host": mqtt.host, "port": mqtt.port, "tls": mqtt.tls is not None}
+    if args.json:
+        _emit(summary, sys.stdout)
+        return 0
+    lines = [f"{args.file}: OK", f"  device_id: {config.device_id}", f"  cameras: {len(config.cameras)}"]
+    for entry in summary["cameras"]:
+        state = "" if entry["enabled"] else " (disabled)"
+        probe = entry.get("probe")
+        seen = f"  -> {probe['width']}x{probe['height']}" + (f" @ {probe['fps']:g} fps" if probe["fps"] else "") if probe else ""
+        lines.append(f"    {entry['id']}: {entry['kind']} {entry['source']}{state}{seen}")
+    for role, entry in summary["models"].items():
+        lines.append(f"  {role} model: " + (entry["path"] if entry["status"] == "ok" else f"MISSING - {entry['message']}"))
+    lines.append(
+        "  mqtt: " + (f"{mqtt.host}:{mqtt.port}" + (" (TLS)" if mqtt.tls else "") if mqtt.enabled else "disabled")
+    )
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def cmd_demo_clip(args: argparse.Namespace) -> int:
+    from anpr_edge.demo_clip import generate_demo_clip
+
+    clip = generate_demo_clip(Path(args.output), seed=args.seed)
+    log.info("wrote %s (%d frames, %dx%d @ %g fps) and its ground truth %s", clip.path, clip.frames,
+             clip.width, clip.height, clip.fps, clip.path.with_suffix(".json"))
+    return 0
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM so the run loop finishes its frame and shuts down cleanly."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        self.event.set()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from anpr_edge.pipeline import PlateReader
+    from anpr_edge.sources import open_source
+
+    config = _config(args.config)
+    setup_logging("DEBUG" if args.verbose else config.logging.level)
+    if not args.config:
+        log.info("no --config given: running the built-in demo (synthetic clip, results on stdout, no broker)")
+    try:
+        reader: PlateReader | None = PlateReader.from_config(config)
+    except AnprError as error:
+        reader = None
+        log.warning("%s", error)
+        log.warning("running sources only: frames are decoded and counted, no plates are read")
+    stop = _StopFlag()
+    stop.install()
+    sinks: list[TextIO] = [sys.stdout] if config.outputs.stdout else []
+    if config.outputs.jsonl_file is not None:
+        config.outputs.jsonl_file.parent.mkdir(parents=True, exist_ok=True)
+        sinks.append(open(config.outputs.jsonl_file, "a", encoding="utf-8"))  # noqa: SIM115 - closed below
+    sources = {camera.id: open_source(camera) for camera in config.enabled_cameras}
+    failed = 0
+    started = time.monotonic()
+    try:
+        for camera_id, source in list(sources.items()):
+            try:
+                source.open()
+                log.info("camera '%s': opened %s", camera_id, source.spec)
+            except SourceError as error:
+                log.error("%s", error)
+                failed += 1
+                del sources[camera_id]
+        # Round-robin over the cameras; the concurrent service (a capture thread per camera, shared batched
+        # inference, reconnects) replaces this loop.
+        while sources and not stop.event.is_set():
+            for camera_id, source in list(sources.items()):
+                try:
+                    frame = source.read()
+                except SourceError as error:
+                    log.error("%s", error)
+                    failed += 1
+                    frame = None
+                if frame is None or (args.max_frames and source.stats.frames_read > args.max_frames):
+                    _log_camera_summary(camera_id, source, time.monotonic() - started)
+                    source.close()
+                    del sources[camera_id]
+                    continue
+                if reader is None:
+                    continue
+                (reads,) = reader.read([frame.image], camera_id=camera_id, frame_indices=[frame.index])
+                if reads:
+                    record = {
+                        "type": "reads",
+                        "camera": camera_id,
+                        "frame": frame.index,
+                        "time": round(frame.timestamp, 3),
+                        "plates": [
+                            {"text": r.text, "confidence": round(r.confidence, 4), "box": _round_box(r.box)}
+                            for r in reads
+                        ],
+                    }
+                    for sink in sinks:
+                        _emit(record, sink)
+    finally:
+        for camera_id, source in sources.items():
+            _log_camera_summary(camera_id, source, time.monotonic() - started)
+            source.close()
+        for sink in sinks[1:] if config.outputs.stdout else sinks:
+            sink.close()
+    log.info("stopped after %.1f s", time.monotonic() - started)
+    return 1 if failed else 0
+
+
+def _log_camera_summary(camera_id: str, source: FrameSource, elapsed: float) -> None:
+    stats = source.stats
+    rate = stats.frames_read / elapsed if elapsed > 0 else 0.0
+    log.info(
+        "camera '%s': %d frames processed in %.1f s (%.1f fps), %d dropped (stale), %d skipped (fps limit)",
+        camera_id, stats.frames_read, elapsed, rate, stats.frames_dropped, stats.frames_skipped,
+    )
+
+
+# --------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anpr-edge",
+        description="Edge number-plate recognition: camera/RTSP/file frames -> plate detector -> OCR -> events.",
+    )
+    parser.add_argument("--version", action="version", version=f"anpr-edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="process the configured cameras (without --config: the built-in synthetic demo clip)",
+        description="Process every enabled camera and write results as JSON lines on stdout. Without "
+        "--config it runs the built-in demo: a synthetic clip the project generates, no camera or broker.",
+    )
+    run.add_argument("--config", metavar="FILE", help="YAML config (default: the built-in demo config)")
+    run.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop each camera after N frames")
+    run.set_defaults(handler=cmd_run)
+
+    read = commands.add_parser(
+        "read",
+        help="read the plates in full images (files or folders)",
+        description='One result per image. With --json, one object per line: {"file", "plates": [{"text", '
+        '"confidence", "box"}], "ms"}, plates best first; a failed file gives {"file", "error"} and exit code 1.',
+    )
+    read.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    read.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    read.add_argument("--config", metavar="FILE", help="YAML config for models and thresholds")
+    read.set_defaults(handler=cmd_read)
+
+    ocr = commands.add_parser(
+        "ocr",
+        help="read the text of images that already are plate crops",
+        description='With --json, one object per line: {"file", "text", "confidence", "ms"}; a failed file '
+        'gives {"file", "error"} and exit code 1.',
+    )
+    ocr.add_argument("paths", nargs="+", metavar="PATH", help="plate crop images or folders")
+    ocr.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    ocr.add_argument("--config", metavar="FILE", help="YAML config for the OCR model")
+    ocr.set_defaults(handler=cmd_ocr)
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate a config file and probe its sources and models",
+        description="Validate every key, open each enabled camera's source and read one frame (bounded by its "
+        "timeouts), and load the models. Exit code 0 when usable, 2 with the problem otherwise.",
+    )
+    check.add_argument("file", metavar="FILE", help="YAML config file")
+    check.add_argument("--no-probe", dest="probe", action="store_false", help="do not open the camera sources")
+    check.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    check.set_defaults(handler=cmd_check_config)
+
+    demo = commands.add_parser(
+        "demo-clip",
+        help="write the synthetic demo clip (and its ground-truth JSON) to a file",
+        description="Render the built-in demo clip: synthetic cars with known plates driving through a road scene.",
+    )
+    demo.add_argument("output", metavar="OUT.mp4", help="output video path (a .json ground truth is written beside it)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (default 7, the built-in clip)")
+    demo.set_defaults(handler=cmd_demo_clip)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging("DEBUG" if args.verbose else "INFO")
+    try:
+        return int(args.handler(args))
+    except AnprError as error:
+        # One clear line (or a short list) naming the problem; no traceback for a user mistake.
+        sys.stderr.write(f"anpr-edge: error: {error}\n")
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `anpr-edge read --json dir | head`: the reader went away, which is not an error of ours.
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

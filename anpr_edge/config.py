@@ -1,0 +1,382 @@
+"""Typed configuration, validated at load.
+
+Every option is a typed, documented field (the ``description`` is the reference the README is written
+from). Loading turns every mistake into one ``ConfigError`` that names the key path and the file:
+unknown keys (with a suggestion), wrong types, out-of-range values, missing model or source files,
+duplicate YAML keys. Relative paths are resolved against the config file's folder.
+
+Secrets: ``mqtt.password`` is a ``SecretStr`` (never printed); ``$ANPR_EDGE_MQTT_PASSWORD`` or
+``mqtt.password_file`` override it so the YAML need not hold the secret.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import socket
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+from anpr_edge import paths
+from anpr_edge.errors import ConfigError
+from anpr_edge.source_spec import SourceSpec, parse_source
+
+PASSWORD_ENV = "ANPR_EDGE_MQTT_PASSWORD"
+
+
+def _base_dir(info: ValidationInfo) -> Path | None:
+    return (info.context or {}).get("base_dir")
+
+
+def _existing_file(value: object, info: ValidationInfo) -> Path:
+    """A path that must exist and be readable, resolved against the config file's folder."""
+    if not isinstance(value, (str, Path)) or not str(value).strip():
+        raise ValueError("must be a file path")
+    path = Path(value).expanduser()
+    base = _base_dir(info)
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    path = path.resolve()
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"file not readable (permissions): {path}")
+    return path
+
+
+def _source(value: object, info: ValidationInfo) -> SourceSpec:
+    return parse_source(value, _base_dir(info))
+
+
+ExistingFile = Annotated[Path, BeforeValidator(_existing_file)]
+Source = Annotated[SourceSpec, BeforeValidator(_source)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- models
+class DetectorConfig(Section):
+    path: ExistingFile | None = Field(
+        None, description="Plate detector ONNX model. Default: the bundled engines/plate_det.onnx."
+    )
+    input_size: int | None = Field(
+        None,
+        ge=160,
+        le=1920,
+        multiple_of=32,
+        description="Letterbox size in pixels (multiple of 32). Default: the model's own input size.",
+    )
+    confidence: Probability = Field(0.35, description="Minimum detector score for a plate box.")
+    iou: Probability = Field(0.5, description="IoU above which overlapping boxes are merged by NMS.")
+    max_detections: int = Field(20, ge=1, le=1000, description="Most plates kept per frame.")
+
+
+class OcrConfig(Section):
+    path: ExistingFile | None = Field(
+        None, description="Plate OCR ONNX model. Default: the bundled engines/plate_ocr.onnx."
+    )
+    min_confidence: Probability = Field(
+        0.0, description="Reads below this confidence are not reported by `anpr-edge read`."
+    )
+
+
+class ModelsConfig(Section):
+    detector: DetectorConfig = DetectorConfig()
+    ocr: OcrConfig = OcrConfig()
+
+    def detector_path(self) -> Path:
+        return self.detector.path or paths.bundled_model(paths.DETECTOR_MODEL)
+
+    def ocr_path(self) -> Path:
+        return self.ocr.path or paths.bundled_model(paths.OCR_MODEL)
+
+
+class CropConfig(Section):
+    padding: float = Field(
+        0.15,
+        ge=0.0,
+        le=1.0,
+        description="Margin added around each detector box before cropping, as a fraction of the box "
+        "width/height on each side, so no part of the plate is lost to a tight box.",
+    )
+
+
+class InferenceConfig(Section):
+    backend: Literal["onnxruntime", "tensorrt"] = Field(
+        "onnxruntime", description="onnxruntime (CPU, default) or tensorrt (GPU boxes and Jetson)."
+    )
+    threads: int = Field(
+        2, ge=0, le=256, description="CPU threads per model for ONNX Runtime (0: ONNX Runtime decides)."
+    )
+
+
+# -------------------------------------------------------------------------------------------- cameras
+class CameraConfig(Section):
+    id: str = Field(
+        ...,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        description="Camera name used in events and MQTT topics: letters, digits, '_' and '-'.",
+    )
+    source: Source = Field(
+        ...,
+        description="Video file (relative to this file), rtsp:// / http(s):// URL, /dev/videoN or camera "
+        "index, or 'demo' for the built-in synthetic clip.",
+    )
+    enabled: bool = Field(True, description="Set false to keep a camera configured but not run it.")
+    fps_limit: float | None = Field(
+        None, gt=0, le=240, description="Process at most this many frames per second (None: all)."
+    )
+    realtime: bool = Field(
+        False,
+        description="File sources only: pace frames at the clip's native rate (true) or read as fast as "
+        "the pipeline goes (false). Live sources always run in real time.",
+    )
+    loop: bool = Field(False, description="File sources only: restart at the end instead of stopping.")
+    open_timeout_s: float = Field(5.0, gt=0, le=120, description="Give up opening the source after this.")
+    read_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="A live source with no frame for this long counts as stalled."
+    )
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        "tcp", description="RTSP transport: tcp survives packet loss without smeared frames; udp has less latency."
+    )
+
+    @field_serializer("source")
+    def _redacted_source(self, source: SourceSpec) -> str:
+        # Dumps feed status messages and check-config output: never show stream credentials.
+        return str(source)
+
+
+# ----------------------------------------------------------------------------------------------- mqtt
+class MqttTlsConfig(Section):
+    ca_file: ExistingFile | None = Field(None, description="CA certificate (PEM) to verify the broker.")
+    cert_file: ExistingFile | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    key_file: ExistingFile | None = Field(None, description="Client private key (PEM) for mutual TLS.")
+    insecure: bool = Field(False, description="Skip broker certificate verification. Testing only.")
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> MqttTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class MqttConfig(Section):
+    enabled: bool = Field(False, description="Publish events to an MQTT broker.")
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
+    protocol: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT protocol version.")
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of plate events (1: at least once).")
+    client_id: str | None = Field(None, description="MQTT client id. Default: anpr-edge-<device_id>.")
+    username: str | None = Field(None, description="Broker user name.")
+    password: SecretStr | None = Field(
+        None, description=f"Broker password. Prefer ${PASSWORD_ENV} or password_file to keep it out of this file."
+    )
+    password_file: ExistingFile | None = Field(None, description="File whose first line is the password.")
+    topic_prefix: str = Field(
+        "anpr", pattern=r"^[^#+\s]+$", description="First topic level: {prefix}/{device}/{camera}/plate."
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive interval.")
+    tls: MqttTlsConfig | None = Field(None, description="TLS settings; absent means plain TCP.")
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give either password or password_file, not both")
+        return self
+
+    def effective_password(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The password to use: the environment variable, else the file, else the config value."""
+        environ = os.environ if environ is None else environ
+        if environ.get(PASSWORD_ENV):
+            return environ[PASSWORD_ENV]
+        if self.password_file is not None:
+            lines = self.password_file.read_text(encoding="utf-8").splitlines()
+            return lines[0] if lines else ""
+        return self.password.get_secret_value() if self.password is not None else None
+
+
+# ------------------------------------------------------------------------------------------- outputs
+class OutputsConfig(Section):
+    stdout: bool = Field(True, description="Write results as JSON lines on standard output.")
+    jsonl_file: Path | None = Field(
+        None, description="Also append results as JSON lines to this file (relative to this file)."
+    )
+
+    @field_validator("jsonl_file", mode="after")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        base = _base_dir(info)
+        if value is None or value.is_absolute() or base is None:
+            return value
+        return (base / value).resolve()
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level (stderr).")
+
+
+# -------------------------------------------------------------------------------------------- the app
+class AppConfig(Section):
+    device_id: str = Field(
+        default_factory=lambda: socket.gethostname().split(".")[0] or "anpr-edge",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="This box's name in MQTT topics and events. Default: the host name.",
+    )
+    models: ModelsConfig = ModelsConfig()
+    crop: CropConfig = CropConfig()
+    inference: InferenceConfig = InferenceConfig()
+    cameras: list[CameraConfig] = Field(..., min_length=1, description="At least one camera.")
+    mqtt: MqttConfig = MqttConfig()
+    outputs: OutputsConfig = OutputsConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("cameras", mode="after")
+    @classmethod
+    def _unique_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        seen: set[str] = set()
+        for camera in cameras:
+            if camera.id in seen:
+                raise ValueError(f"camera id '{camera.id}' is used twice; ids must be unique")
+            seen.add(camera.id)
+        return cameras
+
+    @property
+    def enabled_cameras(self) -> list[CameraConfig]:
+        return [camera for camera in self.cameras if camera.enabled]
+
+
+def default_config() -> AppConfig:
+    """The built-in configuration: the synthetic demo clip, events on stdout, no broker."""
+    return AppConfig(cameras=[CameraConfig(id="demo", source=SourceSpec("demo", "demo"))])
+
+
+# ------------------------------------------------------------------------------------------- loading
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys, which plain YAML silently resolves to the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[object, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            mark = key_node.start_mark
+            raise ConfigError(
+                f"line {mark.line + 1}: duplicate key '{key}' (first at line {seen[key].start_mark.line + 1})"
+            )
+        seen[key] = key_node
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_config(path: str | os.PathLike[str]) -> AppConfig:
+    """Read and validate a YAML config file. Raises ``ConfigError`` naming the file and key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: config file not readable (permissions)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    return parse_config({} if data is None else data, base_dir=path.resolve().parent, origin=str(path))
+
+
+def parse_config(data: object, *, base_dir: Path | None = None, origin: str = "config") -> AppConfig:
+    """Validate already-parsed config data (a mapping). Raises ``ConfigError``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of keys, not {type(data).__name__}")
+    try:
+        return AppConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as error:
+        problems = [_describe(item) for item in error.errors(include_url=False)]
+        if len(problems) == 1:
+            raise ConfigError(f"{origin}: {problems[0]}") from None
+        listing = "\n".join(f"  - {problem}" for problem in problems)
+        raise ConfigError(f"{origin}: {len(problems)} problems:\n{listing}") from None
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _describe(item: Mapping[str, Any]) -> str:
+    loc = tuple(part for part in item["loc"] if not (isinstance(part, str) and "[" in part))
+    key = _key_path(loc)
+    kind = item["type"]
+    if kind == "extra_forbidden":
+        hint = _suggest(loc)
+        return f"{key}: unknown key" + (f" (did you mean '{hint}'?)" if hint else "")
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    message = item["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    value = item.get("input")
+    secret = any(isinstance(part, str) and "password" in part for part in loc)
+    if not secret and isinstance(value, (str, int, float, bool)) and kind not in ("value_error",):
+        message += f" (got {value!r})"
+    return f"{key}: {message}"
+
+
+def _suggest(loc: tuple[int | str, ...]) -> str | None:
+    """The closest valid key at the level of an unknown key."""
+    model: type[BaseModel] | None = AppConfig
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = _section_type(field.annotation) if field else None
+    if model is None:
+        return None
+    matches = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _section_type(annotation: object) -> type[BaseModel] | None:
+    """The config section class inside an annotation such as ``list[CameraConfig]`` or ``X | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,40 @@
+"""Where the project's own files live: the bundled models and the per-user cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+DETECTOR_MODEL = "plate_det.onnx"
+OCR_MODEL = "plate_ocr.onnx"
+
+
+def engines_dirs() -> list[Path]:
+    """Folders searched for the bundled models, first match wins.
+
+    ``$ANPR_EDGE_ENGINES`` (an override for deployments), the models packed into the wheel
+    (``anpr_edge/_engines``), and the repository's ``engines/`` for a checkout or an editable install.
+    """
+    dirs = []
+    if os.environ.get("ANPR_EDGE_ENGINES"):
+        dirs.append(Path(os.environ["ANPR_EDGE_ENGINES"]))
+    dirs += [_PACKAGE_DIR / "_engines", _PACKAGE_DIR.parent / "engines"]
+    return dirs
+
+
+def bundled_model(name: str) -> Path:
+    """The path of a bundled model: the first existing one, else where a checkout would keep it."""
+    for folder in engines_dirs():
+        if (folder / name).is_file():
+            return folder / name
+    return _PACKAGE_DIR.parent / "engines" / name
+
+
+def cache_dir() -> Path:
+    """Per-user cache for generated files (the demo clip): ``$ANPR_EDGE_CACHE_DIR`` or the XDG cache."""
+    if os.environ.get("ANPR_EDGE_CACHE_DIR"):
+        return Path(os.environ["ANPR_EDGE_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "anpr-edge"

@@ -1,0 +1,87 @@
+"""Detector -> crop -> OCR on full images, built from the config."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from anpr_edge import paths
+from anpr_edge.backends import create_backend
+from anpr_edge.config import AppConfig
+from anpr_edge.crop import crop_plate
+from anpr_edge.detector import PlateDetector
+from anpr_edge.errors import ModelNotAvailableError
+from anpr_edge.ocr import PlateRecognizer
+from anpr_edge.values import Detections, PlateRead
+
+
+def _model_path(configured: Path | None, bundled_name: str, role: str, key: str) -> Path:
+    path = configured or paths.bundled_model(bundled_name)
+    if not path.is_file():
+        # Only the bundled default can be missing here: an explicit path was checked at config load.
+        raise ModelNotAvailableError(
+            f"no {role} model yet: {path} does not exist (the project has not trained it yet, or the install "
+            f"is incomplete); set {key} to a {role} ONNX model"
+        )
+    return path
+
+
+def load_detector(config: AppConfig) -> PlateDetector:
+    settings = config.models.detector
+    path = _model_path(settings.path, paths.DETECTOR_MODEL, "plate detector", "models.detector.path")
+    backend = create_backend(config.inference.backend, path, threads=config.inference.threads)
+    return PlateDetector(
+        backend,
+        input_size=settings.input_size,
+        confidence=settings.confidence,
+        iou=settings.iou,
+        max_detections=settings.max_detections,
+    )
+
+
+def load_recognizer(config: AppConfig) -> PlateRecognizer:
+    path = _model_path(config.models.ocr.path, paths.OCR_MODEL, "plate OCR", "models.ocr.path")
+    return PlateRecognizer(create_backend(config.inference.backend, path, threads=config.inference.threads))
+
+
+class PlateReader:
+    """Reads every plate in full images: detect, cut fixed-size crops, read them in one OCR batch."""
+
+    def __init__(self, detector: PlateDetector, recognizer: PlateRecognizer, *, padding: float = 0.15) -> None:
+        self.detector, self.recognizer, self.padding = detector, recognizer, padding
+
+    @classmethod
+    def from_config(cls, config: AppConfig) -> PlateReader:
+        return cls(load_detector(config), load_recognizer(config), padding=config.crop.padding)
+
+    def read(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        camera_id: str = "",
+        frame_indices: Sequence[int] | None = None,
+    ) -> list[list[PlateRead]]:
+        """Reads per image, sorted by confidence (best first)."""
+        detections: list[Detections] = self.detector.detect(images)
+        indices = list(frame_indices) if frame_indices is not None else [-1] * len(images)
+        crops, owner = [], []
+        for n, (image, found) in enumerate(zip(images, detections)):
+            for box, score in zip(found.xyxy, found.confidence):
+                crops.append(
+                    crop_plate(
+                        image,
+                        box,
+                        self.recognizer.crop_size,
+                        self.padding,
+                        camera_id=camera_id,
+                        frame_index=indices[n],
+                        detector_confidence=float(score),
+                    )
+                )
+                owner.append(n)
+        per_image: list[list[PlateRead]] = [[] for _ in images]
+        for n, plate in zip(owner, self.recognizer.read_crops(crops)):
+            per_image[n].append(plate)
+        return [sorted(reads, key=lambda r: -r.confidence) for reads in per_image]

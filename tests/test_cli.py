@@ -1,0 +1,243 @@
+"""The command line as a user runs it: exit codes, JSON lines on stdout, messages on stderr, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from tiny_models import brightness_ocr, constant_detector
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "anpr_edge", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+    )
+
+
+def json_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    # One plate at model-input (22, 27)-(42, 37) of a 64 px letterbox, plus a duplicate NMS must remove.
+    rows = np.array([[32, 32, 20, 10, 0.9], [33, 32, 20, 10, 0.8]], np.float32)
+    return {
+        "detector": constant_detector(folder / "det.onnx", rows),
+        "ocr": brightness_ocr(folder / "ocr.onnx"),
+    }
+
+
+def write_config(folder: Path, models: dict[str, Path], cameras: str = "  - {id: demo, source: demo}\n") -> Path:
+    path = folder / "config.yaml"
+    path.write_text(
+        f"models:\n  detector: {{path: {models['detector']}}}\n  ocr: {{path: {models['ocr']}}}\n"
+        f"inference: {{threads: 1}}\ncameras:\n{cameras}"
+    )
+    return path
+
+
+def test_help_lists_subcommands() -> None:
+    result = cli("--help")
+    assert result.returncode == 0
+    for command in ("run", "read", "ocr", "check-config", "demo-clip"):
+        assert command in result.stdout
+    for command in ("run", "read", "ocr", "check-config", "demo-clip"):
+        sub = cli(command, "--help")
+        assert sub.returncode == 0 and "usage: anpr-edge " + command in sub.stdout
+
+
+def test_usage_errors_exit_2() -> None:
+    assert cli().returncode == 2
+    assert cli("frobnicate").returncode == 2
+    assert cli("read").returncode == 2  # no PATH
+    assert cli("run", "--max-frames", "0").returncode == 2
+
+
+def test_check_config_example_is_valid() -> None:
+    result = cli("check-config", "config.yaml", "--no-probe")
+    assert result.returncode == 0, result.stderr
+    assert "config.yaml: OK" in result.stdout
+    assert "secret" not in result.stdout  # the example's RTSP password is masked
+    as_json = cli("check-config", "config.yaml", "--no-probe", "--json")
+    summary = json.loads(as_json.stdout)
+    assert [c["id"] for c in summary["cameras"]] == ["demo", "gate", "usb"]
+    assert "secret" not in as_json.stdout
+
+
+def test_check_config_errors(tmp_path: Path, models: dict[str, Path]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras:\n  - {id: a, source: demo, fps_limt: 5}\n")
+    result = cli("check-config", str(bad))
+    assert_clean_error(result, 2, "cameras[0].fps_limt: unknown key (did you mean 'fps_limit'?)")
+    assert result.stdout == ""
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    broken_model = tmp_path / "model.yaml"
+    broken_model.write_text(f"models: {{detector: {{path: {junk}}}}}\ncameras: [{{id: a, source: demo}}]\n")
+    assert_clean_error(cli("check-config", str(broken_model), "--no-probe"), 2, "models.detector.path: cannot load model")
+
+    not_video = tmp_path / "clip.mp4"
+    not_video.write_text("text " * 1000)
+    unreadable = write_config(tmp_path, models, f"  - {{id: door, source: {not_video}}}\n")
+    assert_clean_error(cli("check-config", str(unreadable)), 2, "cameras[0].source", "cannot decode")
+
+
+def test_check_config_probes_sources(tmp_path: Path, models: dict[str, Path]) -> None:
+    clip = tmp_path / "tiny.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 120))
+    for _ in range(5):
+        writer.write(np.zeros((120, 160, 3), np.uint8))
+    writer.release()
+    result = cli("check-config", str(write_config(tmp_path, models, f"  - {{id: door, source: {clip}}}\n")))
+    assert result.returncode == 0, result.stderr
+    assert "door: file" in result.stdout and "160x120 @ 10 fps" in result.stdout
+    assert "detector model: " + str(models["detector"]) in result.stdout
+
+
+def test_read_and_ocr_without_models_say_so(tmp_path: Path) -> None:
+    env = {"ANPR_EDGE_ENGINES": str(tmp_path)}  # an empty engines folder, whatever the checkout holds
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((10, 10, 3), np.uint8))
+    for command in ("read", "ocr"):
+        result = cli(command, "--json", str(image), env=env)
+        assert_clean_error(result, 2, "model yet", "does not exist")
+        assert result.stdout == ""
+
+
+def images_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    bright = np.full((100, 200, 3), 230, np.uint8)
+    dark = np.full((200, 100, 3), 20, np.uint8)
+    cv2.imwrite(str(folder / "bright.jpg"), bright)
+    cv2.imwrite(str(folder / "sub" / "dark.png"), dark)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    return folder
+
+
+def test_read_json_contract(tmp_path: Path, models: dict[str, Path]) -> None:
+    config = write_config(tmp_path, models)
+    folder = images_folder(tmp_path)
+    result = cli("read", "--json", "--config", str(config), str(folder), str(tmp_path / "missing.jpg"))
+    assert result.returncode == 1  # some files failed, the rest were read
+    records = {Path(r["file"]).name: r for r in json_lines(result.stdout)}
+    assert set(records) == {"bright.jpg", "dark.png", "broken.jpg", "missing.jpg"}
+    bright = records["bright.jpg"]
+    assert set(bright) == {"file", "plates", "ms"} and bright["ms"] >= 0
+    assert bright["plates"] == [{"text": "A", "confidence": pytest.approx(1.0, abs=0.01), "box": [68.8, 34.4, 131.2, 65.6]}]
+    assert records["dark.png"]["plates"][0]["text"] == "B"
+    assert records["dark.png"]["plates"][0]["box"] == [18.8, 84.4, 81.2, 115.6]
+    assert records["broken.jpg"] == {"file": str(folder / "broken.jpg"), "error": "not an image OpenCV can decode"}
+    assert records["missing.jpg"]["error"] == "file not found"
+    assert "broken.jpg" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_read_human_output(tmp_path: Path, models: dict[str, Path]) -> None:
+    config = write_config(tmp_path, models)
+    folder = images_folder(tmp_path)
+    result = cli("read", "--config", str(config), str(folder / "bright.jpg"))
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"{folder / 'bright.jpg'}: A (1.00) at [68.8, 34.4, 131.2, 65.6]")
+
+
+def test_ocr_json_contract(tmp_path: Path, models: dict[str, Path]) -> None:
+    config = write_config(tmp_path, models)
+    folder = images_folder(tmp_path)
+    result = cli("ocr", "--json", "--config", str(config), str(folder / "bright.jpg"), str(folder / "sub"), str(folder / "notes.txt"))
+    assert result.returncode == 1
+    records = json_lines(result.stdout)
+    assert [Path(r["file"]).name for r in records] == ["bright.jpg", "dark.png", "notes.txt"]
+    assert records[0]["text"] == "A" and records[1]["text"] == "B"
+    assert set(records[0]) == {"file", "text", "confidence", "ms"}
+    assert records[2]["error"] == "not an image OpenCV can decode"
+
+
+def make_clip(path: Path, frames: int = 30) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (200, 100))
+    for _ in range(frames):
+        writer.write(np.full((100, 200, 3), 230, np.uint8))
+    writer.release()
+    return path
+
+
+def test_run_writes_reads_as_json_lines(tmp_path: Path, models: dict[str, Path]) -> None:
+    clip = make_clip(tmp_path / "gate.mp4")
+    config = write_config(tmp_path, models, f"  - {{id: gate, source: {clip}, fps_limit: 5}}\n")
+    config.write_text(config.read_text() + "outputs: {jsonl_file: out/results.jsonl}\n")
+    result = cli("run", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    records = json_lines(result.stdout)
+    assert [r["frame"] for r in records] == [0, 5, 10, 15, 20, 25]
+    assert all(r["camera"] == "gate" and r["plates"][0]["text"] == "A" for r in records)
+    assert json_lines((tmp_path / "out" / "results.jsonl").read_text()) == records
+
+
+def test_run_stops_cleanly_on_sigterm(tmp_path: Path, models: dict[str, Path]) -> None:
+    clip = make_clip(tmp_path / "loop.mp4")
+    config = write_config(tmp_path, models, f"  - {{id: gate, source: {clip}, loop: true, realtime: true}}\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "anpr_edge", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # running: it has produced a result
+        assert json.loads(first)["camera"] == "gate"
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert "received SIGTERM: stopping" in stderr
+    assert all(json.loads(line) for line in stdout.splitlines())  # nothing half-written
+
+
+def test_run_reports_a_camera_that_cannot_open(tmp_path: Path, models: dict[str, Path]) -> None:
+    clip = make_clip(tmp_path / "ok.mp4", frames=3)
+    config = write_config(
+        tmp_path, models, f"  - {{id: ok, source: {clip}}}\n  - {{id: usb, source: /dev/video99, open_timeout_s: 1}}\n"
+    )
+    result = cli("run", "--config", str(config))
+    assert result.returncode == 1
+    assert "camera 'usb'" in result.stderr and "device not found" in result.stderr
+    assert [r["camera"] for r in json_lines(result.stdout)] == ["ok", "ok", "ok"]  # the other camera ran
+
+
+@pytest.mark.slow
+def test_builtin_demo_runs_without_models(tmp_path: Path) -> None:
+    """The Quick-start job: no config, no camera, no broker. Until models exist it decodes the demo clip."""
+    env = {"ANPR_EDGE_CACHE_DIR": str(tmp_path / "cache"), "ANPR_EDGE_ENGINES": str(tmp_path / "no-engines")}
+    result = cli("run", "--max-frames", "30", env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "built-in demo" in result.stderr and "no plate detector model yet" in result.stderr
+    assert result.stdout == ""
+    assert list((tmp_path / "cache").glob("demo-*.mp4"))

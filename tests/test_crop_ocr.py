@@ -1,0 +1,95 @@
+"""Fixed-size crops (padding, aspect kept, frame edges) and OCR decoding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from tiny_models import brightness_ocr
+
+from anpr_edge.backends import create_backend
+from anpr_edge.crop import crop_plate, crop_region, fit_crop
+from anpr_edge.errors import BackendError
+from anpr_edge.ocr import PlateRecognizer, decode_greedy, normalize_text
+
+
+def test_crop_keeps_aspect_and_pads() -> None:
+    image = np.zeros((400, 600, 3), np.uint8)
+    box = (200.0, 180.0, 300.0, 210.0)  # a 100 x 30 plate
+    image[180:210, 200:300] = 255
+    crop = crop_plate(image, box, (160, 48), padding=0.1)
+    assert crop.image.shape == (48, 160, 3)
+    # The plate keeps its aspect ratio: 100x30 scaled by 160/(100*1.2) horizontally and vertically alike.
+    mask = crop.image[..., 0] > 127
+    ys, xs = np.nonzero(mask)
+    width, height = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+    assert width / height == pytest.approx(100 / 30, rel=0.08)
+    # The whole plate is inside, with margin on every side.
+    assert xs.min() > 0 and xs.max() < 159 and ys.min() > 0 and ys.max() < 47
+    # The transform maps the plate's frame corners into the crop where the plate is.
+    corners = cv2.transform(np.array([[[200, 180], [300, 210]]], np.float32), crop.transform)[0]
+    assert corners[0] == pytest.approx([xs.min(), ys.min()], abs=1.5)
+    assert corners[1] == pytest.approx([xs.max() + 1, ys.max() + 1], abs=1.5)
+
+
+def test_crop_region_grows_to_output_aspect() -> None:
+    x1, y1, x2, y2 = crop_region((0, 0, 100, 100), (200, 50), padding=0.0)  # square box, 4:1 output
+    assert (x2 - x1) / (y2 - y1) == pytest.approx(4.0)
+    assert (x1 + x2) / 2 == pytest.approx(50) and (y1 + y2) / 2 == pytest.approx(50)
+
+
+def test_crop_at_frame_edge_replicates_border() -> None:
+    image = np.full((100, 100, 3), 200, np.uint8)
+    crop = crop_plate(image, (-20, 80, 40, 120), (64, 32), padding=0.2)
+    assert crop.image.shape == (32, 64, 3)
+    assert (crop.image == 200).all()  # outside pixels replicate the edge, no black bars
+    fully_outside = crop_plate(image, (500, 500, 560, 520), (64, 32))
+    assert fully_outside.image.shape == (32, 64, 3)
+
+
+def test_fit_crop_any_size_image() -> None:
+    for shape in [(80, 160, 3), (24, 94, 3), (300, 120, 3)]:
+        assert fit_crop(np.zeros(shape, np.uint8), (128, 32)).shape == (32, 128, 3)
+
+
+def test_normalize_text() -> None:
+    assert normalize_text("ab-123 cd") == "AB123CD"
+    assert normalize_text("皖A·12345") == "A12345"
+
+
+def _one_hot(symbols: list[int], n_symbols: int, p: float = 0.9) -> np.ndarray:
+    probs = np.full((len(symbols), n_symbols), (1 - p) / (n_symbols - 1), np.float32)
+    probs[np.arange(len(symbols)), symbols] = p
+    return probs
+
+
+def test_decode_greedy_stops_at_end_token_and_scores_the_sequence() -> None:
+    charset = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    n = len(charset) + 1
+    sym = {ch: charset.index(ch) + 1 for ch in charset}
+    rows = np.stack(
+        [
+            _one_hot([sym["A"], sym["B"], sym["1"], 0, sym["Z"]], n),  # "AB1", then end: Z is ignored
+            _one_hot([sym["7"]] * 5, n),  # no end token: all positions
+            _one_hot([0, 0, 0, 0, 0], n),  # empty read
+        ]
+    )
+    (text1, conf1, chars1), (text2, _, chars2), (text3, conf3, chars3) = decode_greedy(rows, charset)
+    assert text1 == "AB1" and len(chars1) == 3 and chars1[0] == pytest.approx(0.9)
+    assert conf1 == pytest.approx(0.9**4, rel=1e-5)  # three characters and the end token
+    assert text2 == "77777" and len(chars2) == 5
+    assert text3 == "" and conf3 == 0.0 and chars3 == ()
+    with pytest.raises(BackendError, match="does not fit a charset"):
+        decode_greedy(rows[:, :, :10], charset)
+
+
+def test_recognizer_reads_each_crop_of_a_batch(tmp_path: Path) -> None:
+    recognizer = PlateRecognizer(create_backend("onnxruntime", brightness_ocr(tmp_path / "ocr.onnx")))
+    assert recognizer.charset == "AB" and recognizer.crop_size == (128, 32)
+    bright, dark = np.full((40, 150, 3), 240, np.uint8), np.full((90, 90, 3), 10, np.uint8)
+    reads = recognizer.read_images([bright, dark, bright])
+    assert [r.text for r in reads] == ["A", "B", "A"]
+    assert all(r.confidence > 0.99 and len(r.char_confidences) == 1 for r in reads)
+    assert reads[0].char_probs is not None and reads[0].char_probs.shape == (2, 3)
