@@ -132,10 +132,22 @@ def cmd_ocr(args: argparse.Namespace) -> int:
     from anpr_edge.pipeline import load_recognizer
 
     recognizer = load_recognizer(_config(args.config))
+    explained = 0
 
     def work(image: np.ndarray) -> dict[str, Any]:
-        (plate,) = recognizer.read_images([image])
-        return {"text": plate.text, "confidence": round(plate.confidence, 4)}
+        nonlocal explained
+        if args.explain is None:
+            (plate,) = recognizer.read_images([image])
+            return {"text": plate.text, "confidence": round(plate.confidence, 4)}
+        from anpr_edge.explain import attention_sheet
+
+        ((crop, plate, attention),) = recognizer.explain([image])
+        folder = Path(args.explain)
+        folder.mkdir(parents=True, exist_ok=True)
+        sheet = folder / f"{explained:04d}_{plate.text or '_'}.png"
+        cv2.imwrite(str(sheet), attention_sheet(crop, plate, attention))
+        explained += 1
+        return {"text": plate.text, "confidence": round(plate.confidence, 4), "explain": str(sheet)}
 
     return _process_files(
         args.paths, args.json, work, lambda r: f"{r['text'] or '(nothing)'} ({r['confidence']:.2f})  [{r['ms']} ms]"
@@ -193,6 +205,82 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         "  mqtt: " + (f"{mqtt.host}:{mqtt.port}" + (" (TLS)" if mqtt.tls else "") if mqtt.enabled else "disabled")
     )
     sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _needs_torch(command: str) -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise AnprError(
+            f"{command} needs the training extra: pip install torch==2.13.0 (CPU wheel) && pip install -e '.[train]'"
+        ) from None
+
+
+def cmd_train_ocr(args: argparse.Namespace) -> int:
+    _needs_torch("train-ocr")
+    from anpr_edge.train.ocr_card import write_model_card
+    from anpr_edge.train.ocr_train import load_train_config, train_ocr
+
+    config = load_train_config(args.config)
+    updates: dict[str, Any] = {}
+    if args.minutes is not None:
+        updates["minutes"] = args.minutes
+    if args.output is not None:
+        updates["output"] = Path(args.output)
+    config = config.model_copy(update=updates)
+    result = train_ocr(config, resume=args.resume, max_steps=args.max_steps)
+    card = write_model_card(config, result) if result.onnx is not None else None
+    _emit({"onnx": str(result.onnx), "card": str(card) if card else None, "steps": result.steps,
+           "minutes": round(result.seconds / 60, 1), "best_step": result.best_step,
+           "exact_match": {k: round(v, 4) for k, v in result.val.items()}}, sys.stdout)
+    return 0
+
+
+def cmd_eval_ocr(args: argparse.Namespace) -> int:
+    from anpr_edge.ocr_eval import (
+        evaluate,
+        format_table,
+        recognizer_reader,
+        shared_eval_sets,
+        tesseract_reader,
+        write_failures,
+    )
+    from anpr_edge.pipeline import load_recognizer
+    from anpr_edge.train import datasets
+
+    config = _config(args.config)
+    if args.model:
+        config = config.model_copy(update={"models": config.models.model_copy(update={
+            "ocr": config.models.ocr.model_copy(update={"path": Path(args.model).resolve()})})})
+        if not Path(args.model).is_file():
+            raise ConfigError(f"--model: file not found: {args.model}")
+    recognizer = load_recognizer(config)
+    sets: list[tuple[str, list[Any]]] = shared_eval_sets(recognizer.charset) if args.shared else []
+    for csv_path in args.labels:
+        labels = datasets.read_labels(Path(csv_path), charset=recognizer.charset)
+        for line, reason in labels.skipped:
+            log.warning("%s:%d: skipped: %s", csv_path, line, reason)
+        sets.append((Path(csv_path).parent.name or Path(csv_path).stem, labels.items))
+    if not sets:
+        raise ConfigError("eval-ocr: give label CSV files and/or --shared")
+    reader = recognizer_reader(recognizer)
+    baseline = tesseract_reader(recognizer.charset) if args.baseline == "tesseract" else None
+    rows = []
+    for name, items in sets:
+        ours, crops = evaluate(name, items, reader, recognizer.crop_size, config.crop.padding)
+        base = evaluate(name, items, baseline, recognizer.crop_size, config.crop.padding)[0] if baseline else None
+        rows.append((ours, base))
+        if args.failures:
+            write_failures(Path(args.failures), ours, crops, [str(item.path) for item in items])
+        if args.json:
+            record = ours.as_dict()
+            if base is not None:
+                record["baseline"] = {"name": args.baseline, **base.as_dict()}
+            _emit(record, sys.stdout)
+        log.info("%s: %d crops, exact match %.1f%%, CER %.3f", name, ours.count, 100 * ours.exact, ours.cer)
+    if not args.json:
+        sys.stdout.write(format_table(rows) + "\n")
     return 0
 
 
@@ -342,7 +430,41 @@ def build_parser() -> argparse.ArgumentParser:
     ocr.add_argument("paths", nargs="+", metavar="PATH", help="plate crop images or folders")
     ocr.add_argument("--json", action="store_true", help="JSON lines on stdout")
     ocr.add_argument("--config", metavar="FILE", help="YAML config for the OCR model")
+    ocr.add_argument("--explain", metavar="OUTDIR", help="save each crop's attention map per character as a PNG")
     ocr.set_defaults(handler=cmd_ocr)
+
+    train_ocr = commands.add_parser(
+        "train-ocr",
+        help="train the attention OCR (real crops + synthetic plates) and export engines/ocr.onnx",
+        description="Train on the train splits of the shared real crop sets plus synthetic plates, select on "
+        "the fixed validation splits, export ONNX and write its model card. Time-boxed and resumable; needs "
+        "the [train] extra.",
+    )
+    train_ocr.add_argument("--config", metavar="FILE", help="training YAML (default: the built-in recipe)")
+    train_ocr.add_argument("--minutes", type=float, help="time budget (overrides the config)")
+    train_ocr.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train_ocr.add_argument("--output", metavar="ONNX", help="where to write the model (default engines/ocr.onnx)")
+    train_ocr.add_argument("--max-steps", type=_positive_int, metavar="N", help="stop after N steps (smoke runs)")
+    train_ocr.set_defaults(handler=cmd_train_ocr)
+
+    eval_ocr = commands.add_parser(
+        "eval-ocr",
+        help="exact match and character error rate of the OCR per labelled set",
+        description="Score the OCR model on label CSVs (file,text[,box] or the tutorial format) and/or the "
+        "shared sets (--shared: validation splits, and the held-out test set), through the runtime path.",
+    )
+    eval_ocr.add_argument("labels", nargs="*", metavar="LABELS.csv", help="label CSV files")
+    eval_ocr.add_argument("--shared", action="store_true", help="the shared sets' validation splits and test set")
+    eval_ocr.add_argument("--model", metavar="ONNX", help="OCR model (default: from --config or the bundled one)")
+    eval_ocr.add_argument("--config", metavar="FILE", help="YAML config (crop padding, model path)")
+    eval_ocr.add_argument("--failures", metavar="DIR", help="write each misread crop to DIR/<set>/")
+    eval_ocr.add_argument("--baseline", choices=["tesseract"], help="also score a baseline OCR on the same crops")
+    eval_ocr.add_argument("--json", action="store_true", help="JSON lines per set instead of a table")
+    eval_ocr.set_defaults(handler=cmd_eval_ocr)
+
+    from anpr_edge.train.dataset_cli import register as register_dataset
+
+    register_dataset(commands)
 
     check = commands.add_parser(
         "check-config",

@@ -94,7 +94,7 @@ class DetectorConfig(Section):
 
 class OcrConfig(Section):
     path: ExistingFile | None = Field(
-        None, description="Plate OCR ONNX model. Default: the bundled engines/plate_ocr.onnx."
+        None, description="Plate OCR ONNX model. Default: the bundled engines/ocr.onnx."
     )
     min_confidence: Probability = Field(
         0.0, description="Reads below this confidence are not reported by `anpr-edge read`."

@@ -198,7 +198,7 @@ def render_plate(
     img = np.empty((h, w, 3), np.uint8)
     img[:] = background
 
-    left, right, top, bottom = margin + border, w - margin - border, margin + border, h - margin - border
+    left, right = margin + border, w - margin - border
     if style == "eu":
         band_w = round(h * 0.42)
         img[:, :band_w] = _EU_BLUE

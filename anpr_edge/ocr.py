@@ -98,6 +98,17 @@ class PlateRecognizer:
             for row, (text, confidence, chars) in zip(probs, decode_greedy(probs, self.charset))
         ]
 
+    def explain(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, PlateRead, np.ndarray]]:
+        """(fitted crop, read, attention (max_len, rows, cols)) per image; needs the model's attention output."""
+        if len(self.backend.outputs) < 2:
+            raise BackendError(f"{self.backend.path.name}: this OCR model has no attention output to explain")
+        crops = [fit_crop(image, self.crop_size) for image in images]
+        probs, attention = self.backend.run(to_tensor(crops))[:2]
+        return [
+            (crop, PlateRead(text=text, confidence=confidence, char_confidences=chars, char_probs=row), maps)
+            for crop, row, maps, (text, confidence, chars) in zip(crops, probs, attention, decode_greedy(probs, self.charset))
+        ]
+
     def _probs(self, images: Sequence[np.ndarray]) -> np.ndarray:
         for image in images:
             if image.shape[:2] != (self.crop_size[1], self.crop_size[0]):

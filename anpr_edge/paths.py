@@ -8,7 +8,7 @@ from pathlib import Path
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 DETECTOR_MODEL = "plate_det.onnx"
-OCR_MODEL = "plate_ocr.onnx"
+OCR_MODEL = "ocr.onnx"
 
 
 def engines_dirs() -> list[Path]:

@@ -43,3 +43,12 @@ def test_quick_start_has_exactly_two_commands() -> None:
     ci = (REPO / ".ci" / "run").read_text()
     for command in commands:  # CI runs exactly what the README tells a new user
         assert f'="{command}"' in ci
+
+
+def test_ci_installs_the_generator_fonts() -> None:
+    synth = (REPO / "anpr_edge" / "train" / "synth_plates.py").read_text()
+    packages = re.search(r"FONT_PACKAGES = \((.*?)\)", synth, re.S)
+    assert packages is not None
+    ci = (REPO / ".ci" / "run").read_text()
+    for package in re.findall(r'"([^"]+)"', packages.group(1)):
+        assert package in ci, package

@@ -1,0 +1,165 @@
+"""OCR evaluation through the runtime path (ONNX model + ``PlateRecognizer``), with an optional baseline.
+
+For each labelled set: exact-match rate (the whole plate right), character error rate (Levenshtein
+distance / label length, from ``rapidfuzz``), and ms per crop; failures can be written to a folder
+(crop image named after truth and read) for inspection. Crops are made as the runtime makes them:
+labelled crop images are fitted whole, labelled scenes are cut at their box with the configured padding.
+
+Baseline: Tesseract 5 (Debian ``tesseract-ocr`` + ``pytesseract``) on the same crops, single line,
+restricted to the charset, scored the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rapidfuzz.distance import Levenshtein
+
+from anpr_edge.crop import crop_plate, fit_crop
+from anpr_edge.errors import AnprError
+from anpr_edge.ocr import PlateRecognizer, normalize_text
+from anpr_edge.train import datasets
+from anpr_edge.train.datasets import LabeledImage, read_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Failure:
+    file: str
+    truth: str
+    read: str
+    confidence: float
+
+
+@dataclass
+class SetScore:
+    name: str
+    count: int
+    exact: float
+    cer: float
+    ms_per_crop: float
+    failures: list[Failure] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"set": self.name, "count": self.count, "exact_match": round(self.exact, 4),
+                "cer": round(self.cer, 4), "ms_per_crop": round(self.ms_per_crop, 3)}
+
+
+def runtime_crop(image: np.ndarray, item: LabeledImage, size: tuple[int, int], padding: float) -> np.ndarray:
+    return fit_crop(image, size) if item.box is None else crop_plate(image, item.box, size, padding).image
+
+
+def score(name: str, truths: Sequence[str], reads: Sequence[tuple[str, float]], files: Sequence[str], ms: float) -> SetScore:
+    if not truths:
+        return SetScore(name, 0, float("nan"), float("nan"), ms)
+    exact = [read == truth for (read, _), truth in zip(reads, truths)]
+    cer = [Levenshtein.distance(read, truth) / max(len(truth), 1) for (read, _), truth in zip(reads, truths)]
+    failures = [Failure(f, t, r, c) for f, t, (r, c), ok in zip(files, truths, reads, exact) if not ok]
+    return SetScore(name, len(truths), float(np.mean(exact)), float(np.mean(cer)), ms, failures)
+
+
+Reader = Callable[[list[np.ndarray]], list[tuple[str, float]]]
+
+
+def recognizer_reader(recognizer: PlateRecognizer, batch: int = 64) -> Reader:
+    def read(crops: list[np.ndarray]) -> list[tuple[str, float]]:
+        out = []
+        for start in range(0, len(crops), batch):
+            out += [(r.text, r.confidence) for r in recognizer.read_images(crops[start : start + batch])]
+        return out
+
+    return read
+
+
+def tesseract_reader(charset: str) -> Reader:
+    """Tesseract 5 as a single text line, limited to the charset."""
+    try:
+        import pytesseract
+    except ImportError:
+        raise AnprError("the tesseract baseline needs pytesseract: pip install pytesseract (and apt-get install tesseract-ocr)") from None
+    try:
+        pytesseract.get_tesseract_version()
+    except Exception:  # noqa: BLE001 - pytesseract raises its own NotFound type
+        raise AnprError("the tesseract baseline needs Tesseract: apt-get install tesseract-ocr") from None
+    options = f"--psm 7 --oem 1 -c tessedit_char_whitelist={re.escape(charset)}"
+
+    def read(crops: list[np.ndarray]) -> list[tuple[str, float]]:
+        out = []
+        for crop in crops:
+            big = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)  # Tesseract wants ~30 px glyphs
+            text = pytesseract.image_to_string(cv2.cvtColor(big, cv2.COLOR_BGR2RGB), config=options)
+            out.append((normalize_text(text, charset), 0.0))
+        return out
+
+    return read
+
+
+def evaluate(name: str, items: Sequence[LabeledImage], reader: Reader, size: tuple[int, int], padding: float = 0.15) -> tuple[SetScore, list[np.ndarray]]:
+    """Score ``reader`` on ``items``; returns the score and the crops (for writing failures)."""
+    crops = [runtime_crop(read_image(item.path), item, size, padding) for item in items]
+    started = time.perf_counter()
+    reads = reader(crops)
+    ms = (time.perf_counter() - started) * 1000.0 / max(len(crops), 1)
+    return score(name, [item.text for item in items], reads, [str(item.path) for item in items], ms), crops
+
+
+def write_failures(folder: Path, result: SetScore, crops: Sequence[np.ndarray], files: Sequence[str]) -> int:
+    """Save each failed crop as ``<set>/<n>_<truth>_<read>.png`` (read ``_`` when empty)."""
+    target = folder / result.name
+    target.mkdir(parents=True, exist_ok=True)
+    index = {f: i for i, f in enumerate(files)}
+    for n, failure in enumerate(result.failures):
+        cv2.imwrite(str(target / f"{n:04d}_{failure.truth}_{failure.read or '_'}.png"), crops[index[failure.file]])
+    return len(result.failures)
+
+
+def format_table(rows: Sequence[tuple[SetScore, SetScore | None]]) -> str:
+    """Markdown table: per set, the model's exact match and CER, and the baseline's where run."""
+    with_baseline = any(base is not None for _, base in rows)
+    head = "| set | crops | exact match | CER | ms/crop |" + (" baseline exact | baseline CER |" if with_baseline else "")
+    rule = "| --- | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if with_baseline else "")
+    lines = [head, rule]
+    for ours, base in rows:
+        line = f"| {ours.name} | {ours.count} | {ours.exact:.1%} | {ours.cer:.3f} | {ours.ms_per_crop:.2f} |"
+        if with_baseline:
+            line += f" {base.exact:.1%} | {base.cer:.3f} |" if base is not None else " | |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def shared_eval_sets(charset: str, names: Sequence[str] | None = None) -> list[tuple[str, list[LabeledImage]]]:
+    """The fixed evaluation sets (all shared sets, or ``names``): each training set's validation split,
+    and every test set whole."""
+    sets = []
+    for shared in datasets.SHARED_SETS.values():
+        if names is not None and shared.name not in names:
+            continue
+        labels = datasets.load_shared(shared.name, charset=charset)
+        items = labels.items if shared.role == "test" else labels.split()[1]
+        if not items:
+            reason = labels.skipped[0][1] if labels.skipped else "no rows"
+            log.warning("%s: no usable rows (%d skipped: %s); left out", shared.name, len(labels.skipped), reason)
+            continue
+        sets.append((shared.name + ("" if shared.role == "test" else ":val"), items))
+    return sets
+
+
+def latency_ms(recognizer: PlateRecognizer, batch: int, repeats: int = 20) -> float:
+    """Median ms per crop of the recognizer's model on random crops of one batch size."""
+    width, height = recognizer.crop_size
+    crops = np.random.default_rng(0).random((batch, 3, height, width), dtype=np.float32)
+    recognizer.backend.run(crops)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        recognizer.backend.run(crops)
+        times.append((time.perf_counter() - started) * 1000.0 / batch)
+    return float(np.median(times))

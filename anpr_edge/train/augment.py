@@ -1,0 +1,67 @@
+"""Train-time augmentation of fixed-size plate crops (numpy/OpenCV; pure functions of an rng).
+
+Real crops are already degraded by real cameras, so these are milder than the synthetic generator's
+degradations: small geometric changes (detector boxes are never exact), photometric changes (exposure,
+colour, IR-like grey), and camera artefacts (blur, noise, JPEG), each with its own probability.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def _affine(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    height, width = image.shape[:2]
+    angle = rng.uniform(-5.0, 5.0)
+    scale = rng.uniform(0.9, 1.08)
+    matrix = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), angle, scale)
+    matrix[0, 1] += rng.uniform(-0.15, 0.15)  # shear: slanted plates and italic-looking glyphs
+    matrix[:, 2] += rng.uniform(-0.05, 0.05, 2) * (width, height)
+    return cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REPLICATE)
+
+
+def _photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    out = image.astype(np.float32)
+    if rng.random() < 0.2:  # IR / monochrome cameras
+        out = np.repeat(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)[..., None], 3, axis=2)
+    elif rng.random() < 0.3:  # colour casts and plate colours the data lacks
+        out = out[..., rng.permutation(3)]
+    contrast = rng.uniform(0.6, 1.3)
+    brightness = rng.uniform(-40, 40)
+    out = (out - 128.0) * contrast + 128.0 + brightness
+    if rng.random() < 0.3:
+        gamma = rng.uniform(0.6, 1.6)
+        out = 255.0 * (np.clip(out, 0, 255) / 255.0) ** gamma
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _camera(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if rng.random() < 0.25:
+        k = int(rng.choice([3, 5]))
+        image = cv2.GaussianBlur(image, (k, k), 0)
+    if rng.random() < 0.15:  # low resolution: plates far away, scaled up by the crop
+        height, width = image.shape[:2]
+        factor = rng.uniform(0.3, 0.6)
+        small = cv2.resize(image, (max(8, int(width * factor)), max(4, int(height * factor))), interpolation=cv2.INTER_AREA)
+        image = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.25:
+        noise = rng.normal(0.0, rng.uniform(3, 12), image.shape)
+        image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        quality = int(rng.integers(20, 90))
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok:
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return image
+
+
+def augment_crop(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """A randomly altered copy of a crop (same size). ``strength`` scales how often each change happens."""
+    if rng.random() < 0.7 * strength:
+        image = _affine(image, rng)
+    if rng.random() < 0.8 * strength:
+        image = _photometric(image, rng)
+    if rng.random() < 0.8 * strength:
+        image = _camera(image, rng)
+    return image

@@ -1,0 +1,433 @@
+"""`anpr-edge train-ocr`: train the attention OCR on real crops plus synthetic plates, export ONNX.
+
+- Data: the train split of each real crop set (split by plate text, see ``datasets.split_of``), and a
+  pool of synthetic plates rendered by ``synth_plates`` and cut with the runtime's ``crop_plate`` from
+  jittered boxes (cached on disk, so a resumed run trains on the same pool). Every batch mixes both.
+- Model selection: exact-match on the fixed real validation splits, never on the test set
+  (fr-plate-scenes), which is only scored at the end.
+- Time budget: the learning-rate schedule (warm-up then cosine) runs on elapsed training time, so a
+  run of N minutes ends annealed; checkpoints every few minutes make it resumable (``--resume``).
+- Export: the best weights go to ONNX (opset 17, dynamic batch, fixed crop size, charset in the
+  metadata), and the export is checked against PyTorch on the same input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from pydantic import Field, ValidationError
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from anpr_edge import paths
+from anpr_edge.config import Section, _describe
+from anpr_edge.crop import crop_plate, fit_crop
+from anpr_edge.errors import ConfigError
+from anpr_edge.ocr import DEFAULT_CHARSET, decode_greedy
+from anpr_edge.train import datasets
+from anpr_edge.train.augment import augment_crop
+from anpr_edge.train.ocr_model import OcrModelConfig, PlateOcrNet, count_parameters
+
+log = logging.getLogger(__name__)
+
+SYNTH_POOL_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------------------ config
+class OcrModelSettings(Section):
+    charset: str = Field(DEFAULT_CHARSET, min_length=2, description="Characters the model reads, in symbol order.")
+    height: int = Field(64, ge=16, le=256, multiple_of=8, description="Crop height in pixels.")
+    width: int = Field(192, ge=32, le=1024, multiple_of=8, description="Crop width in pixels.")
+    max_len: int = Field(12, ge=4, le=32, description="Most characters a plate can have.")
+    channels: tuple[int, ...] = Field((16, 32, 64, 96), min_length=3, description="Encoder stage widths.")
+    dim: int = Field(96, ge=16, le=512, description="Attention width (divisible by heads).")
+    heads: int = Field(4, ge=1, le=16, description="Attention heads.")
+    decoder_layers: int = Field(2, ge=1, le=6, description="Position-query decoder layers.")
+    dropout: float = Field(0.1, ge=0.0, le=0.5, description="Dropout in the attention layers.")
+
+    def network(self) -> OcrModelConfig:
+        return OcrModelConfig(**self.model_dump())
+
+
+class OcrDataSettings(Section):
+    real_sets: list[str] = Field(
+        ["us-nyc-plate-crops", "br-plate-crops", "tn-plate-crops"], description="Shared crop sets to train on."
+    )
+    test_sets: list[str] = Field(["fr-plate-scenes"], description="Sets only scored at the end, never trained on.")
+    synthetic_samples: int = Field(40_000, ge=0, description="Size of the synthetic plate pool.")
+    synthetic_fraction: float = Field(0.5, ge=0.0, le=1.0, description="Share of synthetic crops in each batch.")
+    padding: float = Field(0.15, ge=0.0, le=0.5, description="Crop padding around boxes, as at run time.")
+
+
+class OcrTrainConfig(Section):
+    model: OcrModelSettings = OcrModelSettings()
+    data: OcrDataSettings = OcrDataSettings()
+    batch_size: int = Field(64, ge=2, le=1024)
+    lr: float = Field(2e-3, gt=0, le=1.0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.05, ge=0.0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    minutes: float = Field(60.0, gt=0, description="Training time budget (the schedule anneals to it).")
+    eval_every: int = Field(500, ge=1, description="Validate every N steps.")
+    seed: int = 0
+    threads: int = Field(2, ge=1, le=256, description="PyTorch CPU threads.")
+    checkpoint_dir: Path | None = Field(None, description="Default: <cache>/ocr-train.")
+    output: Path = Field(Path("engines/ocr.onnx"), description="Exported ONNX model.")
+
+
+def load_train_config(path: str | os.PathLike[str] | None) -> OcrTrainConfig:
+    if path is None:
+        return OcrTrainConfig()
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: training config not found") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from None
+    try:
+        return OcrTrainConfig.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(_describe(item) for item in error.errors(include_url=False))
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+# -------------------------------------------------------------------------------------------------- data
+def eval_crop(image: np.ndarray, box: Sequence[float] | None, size: tuple[int, int], padding: float) -> np.ndarray:
+    """How the runtime sees a labelled image: a crop image is fitted whole, a scene is cut at its box."""
+    return fit_crop(image, size) if box is None else crop_plate(image, box, size, padding).image
+
+
+@dataclass
+class EvalSet:
+    name: str
+    crops: np.ndarray  # (N, H, W, 3) uint8
+    texts: list[str]
+    files: list[str] = field(default_factory=list)
+
+
+def _usable(text: str, charset: str, max_len: int) -> bool:
+    return 0 < len(text) <= max_len and all(ch in charset for ch in text)
+
+
+def load_real_sets(config: OcrTrainConfig) -> tuple[list[tuple[np.ndarray, str]], list[EvalSet], list[EvalSet]]:
+    """(train crops with text, validation sets, test sets); images decoded once and kept in memory."""
+    model = config.model
+    size = (model.width, model.height)
+    train: list[tuple[np.ndarray, str]] = []
+    val_sets, test_sets = [], []
+    for name in config.data.real_sets:
+        if name not in datasets.SHARED_SETS:
+            raise ConfigError(f"data.real_sets: unknown set '{name}' (known: {', '.join(datasets.SHARED_SETS)})")
+        if datasets.SHARED_SETS[name].role == "test":
+            raise ConfigError(f"data.real_sets: '{name}' is a held-out test set and is never trained on")
+    for name in config.data.real_sets + config.data.test_sets:
+        labels = datasets.load_shared(name, charset=model.charset)
+        is_test = name in config.data.test_sets or datasets.SHARED_SETS[name].role == "test"
+        val_crops, val_texts, val_files = [], [], []
+        before = len(train)
+        for item in labels.items:
+            if not _usable(item.text, model.charset, model.max_len):
+                continue
+            split = "val" if is_test else datasets.split_of(item.text)
+            image = datasets.read_image(item.path)
+            if split == "train":
+                # Scenes are kept as their padded box region so augmentation can jitter the box later.
+                crop = image if item.box is None else crop_plate(image, item.box, size, config.data.padding).image
+                train.append((crop, item.text))
+            else:
+                val_crops.append(eval_crop(image, item.box, size, config.data.padding))
+                val_texts.append(item.text)
+                val_files.append(str(item.path))
+        evaluation = EvalSet(name, np.stack(val_crops) if val_crops else np.zeros((0, model.height, model.width, 3), np.uint8), val_texts, val_files)
+        (test_sets if is_test else val_sets).append(evaluation)
+        log.info("%s: %d train, %d %s, %d skipped", name, len(train) - before, len(val_texts),
+                 "test" if is_test else "val", len(labels.skipped))
+    return train, val_sets, test_sets
+
+
+def _synth_worker(args: tuple[int, int, int, tuple[int, int], float, str, int]) -> tuple[np.ndarray, list[str]]:
+    from anpr_edge.train import synth_plates
+
+    seed, chunk, count, size, padding, charset, max_len = args
+    rng = np.random.default_rng([seed, chunk])
+    crops, texts = [], []
+    while len(texts) < count:
+        sample = synth_plates.synth_sample(rng)
+        if not _usable(sample.text, charset, max_len):
+            continue
+        box = datasets.jitter_box(sample.box, rng)
+        crops.append(crop_plate(sample.image, box, size, padding * rng.uniform(0.3, 1.7)).image)
+        texts.append(sample.text)
+    return np.stack(crops), texts
+
+
+def synthetic_pool(config: OcrTrainConfig, workers: int = 2) -> tuple[np.ndarray, list[str]]:
+    """The synthetic crops for this config, generated once (in parallel) and cached on disk."""
+    model = config.model
+    count = config.data.synthetic_samples
+    size = (model.width, model.height)
+    if count == 0:
+        return np.zeros((0, model.height, model.width, 3), np.uint8), []
+    key = f"ocr-synth-v{SYNTH_POOL_VERSION}-s{config.seed}-n{count}-{size[0]}x{size[1]}-p{config.data.padding:g}"
+    cache = paths.cache_dir() / key
+    if (cache / "texts.json").is_file():
+        return np.load(cache / "crops.npy", mmap_mode="r"), json.loads((cache / "texts.json").read_text())
+    chunk = 500
+    jobs = [
+        (config.seed, i, min(chunk, count - i * chunk), size, config.data.padding, model.charset, model.max_len)
+        for i in range(math.ceil(count / chunk))
+    ]
+    crops, texts = [], []
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        for part_crops, part_texts in tqdm(pool.imap(_synth_worker, jobs), total=len(jobs), desc="synthetic plates", unit="chunk"):
+            crops.append(part_crops)
+            texts += part_texts
+    images = np.concatenate(crops)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(cache / "crops.npy", images)
+    (cache / "texts.json").write_text(json.dumps(texts))  # written last: marks the cache complete
+    return images, texts
+
+
+def encode_texts(texts: Sequence[str], charset: str, max_len: int) -> torch.Tensor:
+    """Targets (B, max_len): symbol i + 1 for charset[i], then 0 (end) for every remaining slot."""
+    index = {ch: i + 1 for i, ch in enumerate(charset)}
+    targets = torch.zeros(len(texts), max_len, dtype=torch.long)
+    for row, text in enumerate(texts):
+        targets[row, : len(text)] = torch.tensor([index[ch] for ch in text])
+    return targets
+
+
+def to_batch(crops: Sequence[np.ndarray]) -> torch.Tensor:
+    """BGR uint8 crops -> RGB float tensor in 0..1, as the runtime feeds the ONNX model."""
+    array = np.stack(crops)[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+class BatchSampler:
+    """Mixed batches: augmented real crops (randomly re-cut around their box) and synthetic crops."""
+
+    def __init__(self, config: OcrTrainConfig, real: list[tuple[np.ndarray, str]], synth: tuple[np.ndarray, list[str]], rng: np.random.Generator) -> None:
+        self.config, self.real, self.rng = config, real, rng
+        self.synth_images, self.synth_texts = synth
+        self.size = (config.model.width, config.model.height)
+
+    def _real(self) -> tuple[np.ndarray, str]:
+        image, text = self.real[int(self.rng.integers(len(self.real)))]
+        height, width = image.shape[:2]
+        # Hand-cut crops can be tight: never cut into them (a lost edge character would make the label wrong).
+        box = datasets.jitter_box((0.0, 0.0, float(width), float(height)), self.rng, shift=0.02, scale=0.04)
+        crop = crop_plate(image, box, self.size, float(self.rng.uniform(0.02, 0.12))).image
+        return augment_crop(crop, self.rng), text
+
+    def _synthetic(self) -> tuple[np.ndarray, str]:
+        i = int(self.rng.integers(len(self.synth_texts)))
+        return augment_crop(np.asarray(self.synth_images[i]), self.rng, strength=0.5), self.synth_texts[i]
+
+    def next(self) -> tuple[torch.Tensor, list[str]]:
+        batch = self.config.batch_size
+        n_synth = int(round(batch * self.config.data.synthetic_fraction)) if self.synth_texts else 0
+        if not self.real:
+            n_synth = batch
+        samples = [self._synthetic() for _ in range(n_synth)] + [self._real() for _ in range(batch - n_synth)]
+        return to_batch([crop for crop, _ in samples]), [text for _, text in samples]
+
+
+# ----------------------------------------------------------------------------------------- train / eval
+def learning_rate(peak: float, progress: float, warmup: float = 0.03) -> float:
+    if progress < warmup:
+        return peak * max(progress / warmup, 0.01)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup) / (1.0 - warmup))))
+
+
+@torch.no_grad()
+def predict(model: PlateOcrNet, crops: np.ndarray, batch: int = 256) -> list[tuple[str, float]]:
+    model.eval()
+    out: list[tuple[str, float]] = []
+    for start in range(0, len(crops), batch):
+        probs, _ = model(to_batch(list(crops[start : start + batch])))
+        out += [(text, conf) for text, conf, _ in decode_greedy(probs.numpy(), model.config.charset)]
+    return out
+
+
+def exact_match(model: PlateOcrNet, evaluation: EvalSet) -> float:
+    if not evaluation.texts:
+        return float("nan")
+    reads = predict(model, evaluation.crops)
+    return float(np.mean([text == truth for (text, _), truth in zip(reads, evaluation.texts)]))
+
+
+def _save(path: Path, payload: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    best_score: float
+    best_step: int
+    val: dict[str, float]
+    onnx: Path | None
+    history: list[dict[str, float]]
+    samples: dict[str, int]
+
+
+def train_ocr(
+    config: OcrTrainConfig,
+    *,
+    resume: bool = False,
+    max_steps: int | None = None,
+    export: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    rng = np.random.default_rng(config.seed)
+    checkpoints = config.checkpoint_dir or paths.cache_dir() / "ocr-train"
+    net_config = config.model.network()
+
+    real, val_sets, test_sets = load_real_sets(config)
+    synth = synthetic_pool(config)
+    if not real and not synth[1]:
+        raise ConfigError("no training data: no real set loaded and synthetic_samples is 0")
+    sampler = BatchSampler(config, real, synth, rng)
+    log.info("training data: %d real crops, %d synthetic; validation: %s", len(real), len(synth[1]),
+             ", ".join(f"{v.name} {len(v.texts)}" for v in val_sets))
+
+    model = PlateOcrNet(net_config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    step, elapsed, best_score, best_step = 0, 0.0, -1.0, 0
+    history: list[dict[str, float]] = []
+    last = checkpoints / "last.pt"
+    if resume and last.is_file():
+        state = torch.load(last, weights_only=False)
+        if state["model_config"] != net_config.to_dict():
+            raise ConfigError(f"{last}: checkpoint was trained with another model config; start without --resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed, best_score, best_step = state["step"], state["elapsed"], state["best_score"], state["best_step"]
+        history = state["history"]
+        rng.bit_generator.state = state["rng"]
+        log.info("resumed at step %d after %.1f min (best %.4f at step %d)", step, elapsed / 60, best_score, best_step)
+    log.info("model: %d parameters, crop %dx%d, max_len %d", count_parameters(model), net_config.width,
+             net_config.height, net_config.max_len)
+
+    budget = config.minutes * 60.0
+    bar = tqdm(total=int(budget), initial=int(elapsed), unit="s", desc="train-ocr", disable=not progress, dynamic_ncols=True)
+    last_saved = time.monotonic()
+    window: list[float] = []  # losses since the last validation
+
+    def validate() -> None:
+        nonlocal best_score, best_step
+        mean_loss = float(np.mean(window)) if window else float("nan")
+        window.clear()
+        scores = {v.name: exact_match(model, v) for v in val_sets if v.texts}
+        score = float(np.mean(list(scores.values()))) if scores else -mean_loss
+        history.append({"step": step, "minutes": elapsed / 60, "loss": mean_loss, **scores})
+        if score > best_score:
+            best_score, best_step = score, step
+            _save(checkpoints / "best.pt", {"model": model.state_dict(), "model_config": net_config.to_dict(), "step": step})
+        log.info("step %d (%.1f min): loss %.4f, val %s", step, elapsed / 60, mean_loss,
+                 " ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+        model.train()
+
+    def checkpoint() -> None:
+        _save(last, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "model_config": net_config.to_dict(),
+            "step": step, "elapsed": elapsed, "best_score": best_score, "best_step": best_step,
+            "history": history, "rng": rng.bit_generator.state,
+        })
+
+    model.train()
+    while elapsed < budget and (max_steps is None or step < max_steps):
+        started = time.monotonic()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config.lr, elapsed / budget)
+        images, texts = sampler.next()
+        targets = encode_texts(texts, net_config.charset, net_config.max_len)
+        logits, _ = model.logits(images)
+        loss = F.cross_entropy(logits.reshape(-1, net_config.n_symbols), targets.reshape(-1),
+                               label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        step += 1
+        window.append(loss.item())
+        seconds = time.monotonic() - started
+        elapsed += seconds
+        bar.update(int(elapsed) - bar.n)
+        bar.set_postfix(step=step, loss=f"{window[-1]:.3f}", best=f"{best_score:.3f}")
+        if step % config.eval_every == 0:
+            validate()
+        if time.monotonic() - last_saved > 180:
+            checkpoint()
+            last_saved = time.monotonic()
+    bar.close()
+    if not history or history[-1]["step"] != step:
+        validate()
+    checkpoint()
+
+    best = torch.load(checkpoints / "best.pt", weights_only=False)
+    model.load_state_dict(best["model"])
+    val_scores = {v.name: exact_match(model, v) for v in val_sets + test_sets if v.texts}
+    onnx_path = None
+    if export:
+        onnx_path = export_onnx(model, config.output, metadata={
+            "train_steps": str(step), "best_step": str(best_step), "train_minutes": f"{elapsed / 60:.1f}",
+        })
+    return TrainResult(step, elapsed, best_score, best_step, val_scores, onnx_path, history,
+                       {"real_train": len(real), "synthetic": len(synth[1]), **{f"val:{v.name}": len(v.texts) for v in val_sets + test_sets}})
+
+
+# --------------------------------------------------------------------------------------------------- export
+def export_onnx(model: PlateOcrNet, path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write the model as one static ONNX graph (dynamic batch) and check it against PyTorch."""
+    import onnx
+    import onnxruntime as ort
+
+    config = model.config
+    model.eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(2, 3, config.height, config.width)
+    tmp = path.with_suffix(".tmp.onnx")
+    torch.onnx.export(
+        model, (example,), str(tmp), input_names=["crops"], output_names=["probs", "attention"],
+        dynamic_axes={"crops": {0: "batch"}, "probs": {0: "batch"}, "attention": {0: "batch"}},
+        opset_version=17, do_constant_folding=True, dynamo=False,
+    )
+    onnx_model = onnx.load(str(tmp))
+    entries = {"charset": config.charset, "model": "anpr-edge attention-ocr", "max_len": str(config.max_len),
+               "input": f"crops float32 [batch, 3, {config.height}, {config.width}] RGB 0..1",
+               "config": json.dumps(config.to_dict()), **(metadata or {})}
+    del onnx_model.metadata_props[:]
+    for key, value in entries.items():
+        prop = onnx_model.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.checker.check_model(onnx_model)
+    onnx.save(onnx_model, str(tmp))
+    model.eval()  # the exporter restores the mode it found; be explicit for the check below
+    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    check = torch.rand(3, 3, config.height, config.width)
+    with torch.no_grad():
+        expected = model(check)[0].numpy()
+    got = session.run(["probs"], {"crops": check.numpy()})[0]
+    if not np.allclose(expected, got, atol=1e-4):
+        raise RuntimeError(f"ONNX export differs from PyTorch (max diff {np.abs(expected - got).max():.2e})")
+    os.replace(tmp, path)
+    return path

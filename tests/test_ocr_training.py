@@ -1,0 +1,163 @@
+"""OCR training on tiny data: loss goes down, the export round-trips, and the CLI uses the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="training needs the [train] extra (pip install torch==2.13.0)")
+
+from anpr_edge.train.ocr_train import (  # noqa: E402
+    OcrDataSettings,
+    OcrModelSettings,
+    OcrTrainConfig,
+    encode_texts,
+    learning_rate,
+    train_ocr,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+TEXTS = ["AB12", "CD34", "EF56", "GH78", "JK90", "LM13", "NP24", "QR35", "ST46", "UV57", "WX68", "YZ79"]
+
+
+def plate_image(text: str) -> np.ndarray:
+    image = np.full((40, 120, 3), 235, np.uint8)
+    cv2.putText(image, text, (6, 30), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (20, 20, 20), 2, cv2.LINE_AA)
+    return image
+
+
+@pytest.fixture()
+def tiny_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A shared-datasets root holding a tiny 'us-nyc-plate-crops' set of rendered plates."""
+    folder = tmp_path / "datasets" / "us-nyc-plate-crops"
+    (folder / "images").mkdir(parents=True)
+    rows = ["file,text,xmin,ymin,xmax,ymax"]
+    for n, text in enumerate(TEXTS * 2):
+        name = f"images/{n}_{text}.png"
+        cv2.imwrite(str(folder / name), plate_image(text))
+        rows.append(f"{name},{text},,,,")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.setenv("ANPR_EDGE_DATASETS", str(tmp_path / "datasets"))
+    monkeypatch.setenv("ANPR_EDGE_CACHE_DIR", str(tmp_path / "cache"))
+    return folder
+
+
+def tiny_config(tmp_path: Path, **data: object) -> OcrTrainConfig:
+    return OcrTrainConfig(
+        model=OcrModelSettings(height=32, width=96, max_len=6, channels=(8, 16, 24), dim=32, heads=2, decoder_layers=1, dropout=0.0),
+        data=OcrDataSettings(real_sets=["us-nyc-plate-crops"], test_sets=[], synthetic_samples=0, **data),
+        batch_size=16, lr=3e-3, minutes=2, eval_every=10, threads=1,
+        checkpoint_dir=tmp_path / "ckpt", output=tmp_path / "engines" / "ocr.onnx",
+    )
+
+
+def test_targets_and_schedule() -> None:
+    targets = encode_texts(["A1", "B"], "AB01", 4)
+    assert targets.tolist() == [[1, 4, 0, 0], [2, 0, 0, 0]]
+    assert learning_rate(1.0, 0.0) < 0.05 and learning_rate(1.0, 0.03) == pytest.approx(1.0)
+    assert learning_rate(1.0, 1.0) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_training_lowers_loss_and_export_round_trips(tmp_path: Path, tiny_shared: Path) -> None:
+    import onnxruntime as ort
+
+    from anpr_edge.train.ocr_model import OcrModelConfig, PlateOcrNet
+
+    config = tiny_config(tmp_path)
+    result = train_ocr(config, max_steps=60, progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert result.steps == 60 and len(losses) >= 6
+    assert losses[-1] < losses[0] * 0.8, losses
+    assert result.onnx == config.output and config.output.is_file()
+
+    # The ONNX model gives what PyTorch gives, on the same input, for another batch size than exported.
+    best = torch.load(config.checkpoint_dir / "best.pt", weights_only=False)
+    model = PlateOcrNet(OcrModelConfig.from_dict(best["model_config"]))
+    model.load_state_dict(best["model"])
+    model.eval()
+    crops = torch.rand(5, 3, 32, 96)
+    with torch.no_grad():
+        probs, attention = model(crops)
+    session = ort.InferenceSession(str(config.output), providers=["CPUExecutionProvider"])
+    onnx_probs, onnx_attention = session.run(None, {"crops": crops.numpy()})
+    np.testing.assert_allclose(onnx_probs, probs.numpy(), atol=1e-4)
+    np.testing.assert_allclose(onnx_attention, attention.numpy(), atol=1e-4)
+    assert onnx_attention.shape == (5, 6, 4, 12)
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["charset"] == config.model.charset and meta["max_len"] == "6"
+
+    # Resuming continues from the last checkpoint instead of starting over.
+    resumed = train_ocr(config, resume=True, max_steps=65, export=False, progress=False)
+    assert resumed.steps == 65
+
+
+def test_training_refuses_the_test_set(tmp_path: Path, tiny_shared: Path) -> None:
+    from anpr_edge.errors import ConfigError
+
+    config = tiny_config(tmp_path).model_copy(
+        update={"data": OcrDataSettings(real_sets=["fr-plate-scenes"], synthetic_samples=0)}
+    )
+    with pytest.raises(ConfigError, match="held-out test set"):
+        train_ocr(config, max_steps=1, progress=False)
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "anpr_edge", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env}, cwd=REPO)
+
+
+def test_train_eval_ocr_and_explain_commands(tmp_path: Path, tiny_shared: Path) -> None:
+    training = tmp_path / "train.yaml"
+    training.write_text(
+        "model: {height: 32, width: 96, max_len: 6, channels: [8, 16, 24], dim: 32, heads: 2, decoder_layers: 1}\n"
+        "data: {real_sets: [us-nyc-plate-crops], test_sets: [], synthetic_samples: 0}\n"
+        f"batch_size: 16\neval_every: 5\nthreads: 1\ncheckpoint_dir: {tmp_path / 'ckpt'}\n"
+    )
+    env = {"ANPR_EDGE_DATASETS": os.environ["ANPR_EDGE_DATASETS"], "ANPR_EDGE_CACHE_DIR": os.environ["ANPR_EDGE_CACHE_DIR"]}
+    model = tmp_path / "out" / "ocr.onnx"
+    trained = run_cli("train-ocr", "--config", str(training), "--max-steps", "10", "--output", str(model), env=env)
+    assert trained.returncode == 0, trained.stderr
+    summary = json.loads(trained.stdout)
+    assert summary["onnx"] == str(model) and summary["steps"] == 10
+    card = model.with_suffix(".md").read_text()
+    assert "## Accuracy" in card and "us-nyc-plate-crops:val" in card and "batch 32:" in card
+
+    evaluated = run_cli("eval-ocr", "--model", str(model), "--json", "--failures", str(tmp_path / "fail"),
+                        str(tiny_shared / "labels.csv"), env=env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    (record,) = [json.loads(line) for line in evaluated.stdout.splitlines()]
+    assert record["count"] == len(TEXTS) * 2 and 0.0 <= record["exact_match"] <= 1.0 and record["cer"] >= 0.0
+    written = list((tmp_path / "fail").rglob("*.png"))
+    assert len(written) == round((1 - record["exact_match"]) * record["count"])
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"models: {{ocr: {{path: {model}}}}}\ncameras: [{{id: a, source: demo}}]\n")
+    explained = run_cli("ocr", "--json", "--config", str(config), "--explain", str(tmp_path / "explain"),
+                        str(tiny_shared / "images" / "0_AB12.png"), env=env)
+    assert explained.returncode == 0, explained.stderr
+    (read,) = [json.loads(line) for line in explained.stdout.splitlines()]
+    sheet = cv2.imread(read["explain"])
+    assert sheet is not None and sheet.shape[0] > 64  # the crop plus one heat-map row per character
+
+
+def test_train_ocr_without_torch_says_what_to_install(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from anpr_edge.cli import main\n"
+        "raise SystemExit(main(['train-ocr', '--max-steps', '1']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 1
+    assert "pip install torch==2.13.0" in result.stderr and "Traceback" not in result.stderr

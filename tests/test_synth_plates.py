@@ -1,0 +1,162 @@
+"""The synthetic plate generator: layouts, labels, rendering, scenes and degradations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anpr_edge.crop import crop_plate
+
+pytest.importorskip("PIL", reason="the synthetic plate generator needs Pillow (training dependency)")
+from anpr_edge.train import synth_plates as sp
+
+
+def _runs(profile: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """(start, end) of the stretches where ``profile`` exceeds ``threshold``."""
+    runs, start = [], None
+    for i, on in enumerate(profile > threshold):
+        if on and start is None:
+            start = i
+        elif not on and start is not None:
+            runs.append((start, i))
+            start = None
+    if start is not None:
+        runs.append((start, len(profile)))
+    return runs
+
+
+def test_available_fonts_finds_fonts() -> None:
+    fonts = sp.available_fonts()
+    assert fonts
+    assert all(path.is_file() and path.suffix in (".ttf", ".otf") for path in fonts)
+
+
+def test_missing_fonts_name_the_apt_get_command(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setattr(sp, "FONT_ROOT", tmp_path)
+    sp._font_index.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="apt-get install -y fonts-dejavu-core"):
+            sp.available_fonts()
+    finally:
+        monkeypatch.undo()
+        sp._font_index.cache_clear()
+
+
+@pytest.mark.parametrize("name", sorted(sp.LAYOUTS))
+def test_every_layout_renders_a_valid_label(name: str) -> None:
+    layout = sp.LAYOUTS[name]
+    rng = np.random.default_rng(11)
+    pattern = sp.layout_regex(layout)
+    for _ in range(20):
+        text = sp.random_text(layout, rng)
+        assert text and set(text) <= set(sp.CHARSET), text
+        assert pattern.fullmatch(text), (name, text)
+        if layout.max_chars:
+            assert len(text) <= layout.max_chars
+    image = sp.render_plate(text, layout, rng)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert 64 <= image.shape[0] <= 110
+    assert image.shape[1] / image.shape[0] == pytest.approx(layout.aspect, rel=layout.aspect_jitter + 0.02)
+    assert image.std() > 20  # something was drawn
+
+
+def test_labels_use_only_the_charset_and_separators_are_not_labels() -> None:
+    rng = np.random.default_rng(3)
+    assert sp.layout_regex("eu_fr_siv").fullmatch("AB123CD")
+    assert not sp.layout_regex("eu_fr_siv").fullmatch("AB-123-CD")
+    assert sp.layout_regex("us_nyc_tlc").fullmatch("T123456C")
+    assert sp.layout_regex("br_mercosur").fullmatch("ABC1D23")
+    assert sp.layout_regex("uk_rear").fullmatch("AB12CDE")
+    for _ in range(200):
+        sample_text = sp.random_text(sp.LAYOUTS["other_generic"], rng)
+        assert 4 <= len(sample_text) <= 9 and set(sample_text) <= set(sp.CHARSET)
+
+
+def test_render_plate_accepts_any_compatible_text() -> None:
+    rng = np.random.default_rng(5)
+    assert sp.render_plate("XYZ", "eu_de", rng).shape[0] >= 64  # matches no pattern: drawn as is
+    assert sp.render_plate("AB123CD45", "moto_2line", rng, split=4, height=100).shape[0] == 100
+    assert sp.render_plate("A", "moto_2line", rng).ndim == 3
+    with pytest.raises(ValueError):
+        sp.render_plate("AB-12", "eu_de", rng)
+    with pytest.raises(ValueError):
+        sp.render_plate("AB12", "moto_2line", rng, split=4)
+
+
+def test_two_line_layouts_draw_two_rows_top_then_bottom() -> None:
+    rng = np.random.default_rng(8)
+    two_line = [layout for layout in sp.LAYOUTS.values() if layout.lines == 2]
+    assert {"moto_2line", "us_stacked", "eu_square"} <= {layout.name for layout in two_line}
+    for layout in two_line:
+        for _ in range(5):
+            text, lines = sp._random_shown(layout, rng)
+            assert len(lines) == 2 and text == "".join(lines).translate(str.maketrans("", "", " -.·*"))
+            plate = sp._render(lines, layout, rng, 100)
+            # Clean render: the label's ink has two horizontal bands, the first line in the upper one.
+            rows = _runs(plate.text_mask.max(axis=1).astype(float), 64)
+            assert len(rows) == 2, (layout.name, lines, rows)
+            top_line = len(lines[0].translate(str.maketrans("", "", " -.·*")))
+            tops = [b[3] for b in plate.boxes[:top_line]]
+            bottoms = [b[1] for b in plate.boxes[top_line:]]
+            assert max(tops) <= min(bottoms) + 1
+    # The picture itself: a horizontal profile of dark ink across the text columns has two bands.
+    image = sp.render_plate("AB123CD45", "moto_2line", np.random.default_rng(2), height=100)
+    gray = image.mean(axis=2)
+    background = np.median(gray)
+    ink = np.abs(gray[:, image.shape[1] // 4 : 3 * image.shape[1] // 4] - background).mean(axis=1)
+    assert len(_runs(ink[5:-5], ink.max() * 0.35)) == 2
+
+
+def test_sensible_split() -> None:
+    assert sp._shown_lines("AB123CD45", sp.LAYOUTS["moto_2line"], None) == ["AB 123", "CD 45"]
+    assert sp._shown_lines("XYZ12", sp.LAYOUTS["moto_2line"], None) == ["XYZ", "12"]
+
+
+def test_synth_sample_is_deterministic() -> None:
+    a = sp.synth_sample(np.random.default_rng(42))
+    b = sp.synth_sample(np.random.default_rng(42))
+    assert a.text == b.text and a.layout == b.layout and a.box == b.box
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.quad, b.quad)
+    c = sp.synth_sample(np.random.default_rng(43))
+    assert c.image.shape != a.image.shape or not np.array_equal(c.image, a.image)
+
+
+def test_samples_have_consistent_geometry_and_labels() -> None:
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(150):
+        s = sp.synth_sample(rng)
+        seen.add(s.layout)
+        h, w = s.image.shape[:2]
+        assert s.image.dtype == np.uint8 and s.image.shape == (h, w, 3)
+        assert s.quad.shape == (4, 2) and s.quad.dtype == np.float32
+        x1, y1, x2, y2 = s.box
+        assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
+        assert (s.quad[:, 0] >= x1).all() and (s.quad[:, 0] <= x2).all()
+        assert (s.quad[:, 1] >= y1).all() and (s.quad[:, 1] <= y2).all()
+        # TL, TR, BR, BL: top edge above bottom edge, left side left of right side.
+        assert s.quad[0, 1] < s.quad[3, 1] and s.quad[1, 1] < s.quad[2, 1]
+        assert s.quad[0, 0] < s.quad[1, 0] and s.quad[3, 0] < s.quad[2, 0]
+        assert 30 <= x2 - x1 <= 320
+        assert sp.layout_regex(s.layout).fullmatch(s.text)
+        crop = crop_plate(s.image, s.box, (192, 64), padding=0.1).image
+        assert crop.shape == (64, 192, 3)
+    assert len(seen) > 15
+
+
+def test_layout_choice_and_weights() -> None:
+    rng = np.random.default_rng(1)
+    names = {sp.synth_sample(rng, layouts=["br_old", "uk_rear"], weights=[0, 1]).layout for _ in range(5)}
+    assert names == {"uk_rear"}
+    assert sp.synth_sample(rng, layouts=["eu_de"], weights={"eu_de": 1.0}).layout == "eu_de"
+    with pytest.raises(ValueError):
+        sp.synth_sample(rng, layouts=["eu_de", "eu_nl"], weights=[1.0])
+
+
+def test_degradations_keep_uint8_and_shape() -> None:
+    quad = np.array([[40, 30], [160, 35], [158, 70], [42, 66]], np.float64)
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        canvas = rng.uniform(0, 255, (100, 200, 3)).astype(np.float32)
+        out = sp._camera(canvas, quad, float(rng.uniform(6, 40)), rng)
+        assert out.dtype == np.uint8 and out.shape == (100, 200, 3)
