@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from anpr_edge import __version__
+from anpr_edge.argtypes import positive_int
 from anpr_edge.config import AppConfig, default_config, load_config
 from anpr_edge.errors import AnprError, ConfigError, SourceError
 from anpr_edge.logs import setup_logging
@@ -407,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config it runs the built-in demo: a synthetic clip the project generates, no camera or broker.",
     )
     run.add_argument("--config", metavar="FILE", help="YAML config (default: the built-in demo config)")
-    run.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop each camera after N frames")
+    run.add_argument("--max-frames", type=positive_int, metavar="N", help="stop each camera after N frames")
     run.set_defaults(handler=cmd_run)
 
     read = commands.add_parser(
@@ -444,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_ocr.add_argument("--minutes", type=float, help="time budget (overrides the config)")
     train_ocr.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train_ocr.add_argument("--output", metavar="ONNX", help="where to write the model (default engines/ocr.onnx)")
-    train_ocr.add_argument("--max-steps", type=_positive_int, metavar="N", help="stop after N steps (smoke runs)")
+    train_ocr.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N steps (smoke runs)")
     train_ocr.set_defaults(handler=cmd_train_ocr)
 
     eval_ocr = commands.add_parser(
@@ -486,16 +487,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7, the built-in clip)")
     demo.set_defaults(handler=cmd_demo_clip)
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -240,3 +240,23 @@ def test_builtin_demo_runs_without_models(tmp_path: Path) -> None:
     assert "built-in demo" in result.stderr and "no plate detector model yet" in result.stderr
     assert result.stdout == ""
     assert list((tmp_path / "cache").glob("demo-*.mp4"))
+
+
+def test_read_handles_odd_images(tmp_path: Path, models: dict[str, Path]) -> None:
+    """Grayscale, 16-bit, RGBA, 1x1 and very large images are read like any other, without a crash."""
+    config = write_config(tmp_path, models)
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "gray.png"), np.full((60, 90), 200, np.uint8))
+    cv2.imwrite(str(folder / "deep.png"), np.full((60, 90, 3), 50000, np.uint16))
+    cv2.imwrite(str(folder / "alpha.png"), np.full((60, 90, 4), 220, np.uint8))
+    cv2.imwrite(str(folder / "tiny.png"), np.full((1, 1, 3), 200, np.uint8))
+    cv2.imwrite(str(folder / "huge.jpg"), np.full((4000, 6000, 3), 200, np.uint8))
+    for command in ("read", "ocr"):
+        result = cli(command, "--json", "--config", str(config), str(folder))
+        assert result.returncode == 0, result.stderr
+        records = {Path(r["file"]).name: r for r in json_lines(result.stdout)}
+        assert set(records) == {"gray.png", "deep.png", "alpha.png", "tiny.png", "huge.jpg"}
+        assert all("error" not in r for r in records.values())
+    reads = {Path(r["file"]).name: r for r in json_lines(cli("read", "--json", "--config", str(config), str(folder)).stdout)}
+    assert reads["deep.png"]["plates"][0]["text"] == "A"  # 16-bit bright is still bright after conversion

@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from anpr_edge.errors import AnprError, ConfigError
+from anpr_edge.argtypes import number_between, parse_size, positive_int
 from anpr_edge.ocr import DEFAULT_CHARSET
 
 log = logging.getLogger("anpr_edge.dataset")
@@ -52,13 +53,13 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                        help="output folder (created; must not hold a labels.csv)")
     crops.add_argument("--size", type=parse_size, default=(192, 64), metavar="WxH",
                        help="crop size, the OCR's input size (default 192x64)")
-    crops.add_argument("--padding", type=_fraction(0.0, 1.0), default=0.15, metavar="P",
+    crops.add_argument("--padding", type=number_between(0.0, 1.0), default=0.15, metavar="P",
                        help="margin added on each side of a box, as a fraction of its size (default 0.15)")
-    crops.add_argument("--jitter", type=_fraction(0.0, 0.5), default=0.0, metavar="J",
+    crops.add_argument("--jitter", type=number_between(0.0, 0.5), default=0.0, metavar="J",
                        help="random box shift of up to J of its size and rescale of up to 1.5*J, like detector "
                        "error (default 0: the labelled box; 0.08 is a typical value); boxed rows only")
     crops.add_argument("--seed", type=int, default=0, help="random seed for the jitter (default 0)")
-    crops.add_argument("--copies", type=_positive_int, default=1, metavar="N",
+    crops.add_argument("--copies", type=positive_int, default=1, metavar="N",
                        help="crops per boxed row, each with its own jitter (needs --jitter > 0; default 1)")
     crops.add_argument("--charset", default=DEFAULT_CHARSET,
                        help="characters a label may use; rows with others are skipped (default 0-9A-Z)")
@@ -72,45 +73,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "The split is the fixed split by plate text; a set with role 'test' is never trained on, so all its "
         "rows count as 'test'.",
     )
-    listing.add_argument("--val-fraction", type=_fraction(0.0, 1.0), default=0.2, metavar="F",
+    listing.add_argument("--val-fraction", type=number_between(0.0, 1.0), default=0.2, metavar="F",
                          help="share of plate texts in the val split (default 0.2)")
     listing.add_argument("--charset", default=DEFAULT_CHARSET, help="characters a label may use (default 0-9A-Z)")
     listing.set_defaults(handler=cmd_dataset_list)
 
 
-# ------------------------------------------------------------------------------------ argument types
-def parse_size(text: str) -> tuple[int, int]:
-    """'192x64' -> (192, 64), width first."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 192x64: {text!r}")
-    width, height = int(match.group(1)), int(match.group(2))
-    if not (8 <= width <= 4096 and 8 <= height <= 4096):
-        raise argparse.ArgumentTypeError(f"width and height must be 8 to 4096 pixels: {text!r}")
-    return width, height
-
-
-def _fraction(low: float, high: float) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}: {text}")
-        return value
-
-    return parse
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
 
 
 # ----------------------------------------------------------------------------------------- handlers
