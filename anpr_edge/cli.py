@@ -463,9 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
     eval_ocr.add_argument("--json", action="store_true", help="JSON lines per set instead of a table")
     eval_ocr.set_defaults(handler=cmd_eval_ocr)
 
+    from anpr_edge.mqtt_cli import register as register_mqtt
     from anpr_edge.train.dataset_cli import register as register_dataset
 
     register_dataset(commands)
+    register_mqtt(commands)
 
     check = commands.add_parser(
         "check-config",

@@ -198,12 +198,45 @@ class MqttConfig(Section):
     )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive interval.")
     tls: MqttTlsConfig | None = Field(None, description="TLS settings; absent means plain TCP.")
+    max_inflight: int = Field(
+        10, ge=1, le=1000, description="Most events sent and not yet acknowledged (PUBACK) at any time."
+    )
+    reconnect_min_s: float = Field(1.0, gt=0, le=60, description="First reconnect delay; doubles per failure.")
+    reconnect_max_s: float = Field(60.0, gt=0, le=3600, description="Longest reconnect delay (jittered).")
+    outbox_path: Path | None = Field(
+        None,
+        description="SQLite store-and-forward outbox (relative to this file). Default: outbox.sqlite in "
+        "$ANPR_EDGE_STATE_DIR, systemd's $STATE_DIRECTORY or ~/.local/state/anpr-edge.",
+    )
+    outbox_max_events: int = Field(
+        100_000, ge=1, le=100_000_000, description="Outbox bound: beyond it the oldest events are dropped (counted)."
+    )
+    outbox_max_age_h: float = Field(
+        168.0, gt=0, le=87_600, description="Outbox bound: events older than this are dropped (counted)."
+    )
+    replay_rate: float = Field(
+        20.0, gt=0, le=100_000, description="Backlog events sent per second after a reconnect (live events are not limited)."
+    )
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttConfig:
         if self.password is not None and self.password_file is not None:
             raise ValueError("give either password or password_file, not both")
         return self
+
+    @model_validator(mode="after")
+    def _reconnect_delays_in_order(self) -> MqttConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        return self
+
+    @field_validator("outbox_path", mode="after")
+    @classmethod
+    def _resolve_outbox(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        base = _base_dir(info)
+        if value is None or value.is_absolute() or base is None:
+            return value
+        return (base / value).resolve()
 
     def effective_password(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The password to use: the environment variable, else the file, else the config value."""

@@ -9,7 +9,10 @@ scores as numpy arrays, so filtering and mapping are array operations rather tha
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -115,19 +118,63 @@ class PlateRead:
 
 
 @dataclass(frozen=True)
-class PlateEvent:
-    """One vehicle passage, as published to the backend (filled in by the tracking/voting stage)."""
+class ListMatch:
+    """The allow/deny list entry a plate matched, and how many edits apart they are."""
 
-    id: str
+    list: Literal["allow", "deny"]
+    entry: str
+    distance: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlateEvent:
+    """One vehicle passage, as published to the backend (filled in by the tracking/voting stage).
+
+    Keyword-only: an event has many optional parts and positional construction would silently swap them.
+    Times are wall-clock epoch seconds (published as UTC ISO-8601 with milliseconds); the JSON mapping and
+    its schema live in ``anpr_edge/events.py``.
+
+    ``id`` identifies the passage for good: it is written to the outbox with the event and every
+    (re)delivery carries the same id, so subscribers drop duplicates by it. ``seq`` counts events per
+    camera from 1; 0 means "not numbered yet" and the outbox numbers it when the event is stored, so the
+    count survives restarts and a gap tells a subscriber that events were dropped.
+    """
+
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    device_id: str = ""  # empty: the publisher fills in its own device id
     camera_id: str
+    seq: int = 0
     start_time: float
     end_time: float
-    text: str | None
+    text: str | None  # None: the passage was seen but not read (see reason), or text_hash replaces it
     confidence: float
+    reason: str | None = None  # why text is None, e.g. "no legible read", "plate occluded"
+    text_hash: str | None = None  # privacy mode: salted hash of the text, which is then not published
     char_confidences: tuple[float, ...] = ()
-    candidates: tuple[tuple[str, float], ...] = ()
-    reads: int = 0
-    box: tuple[float, float, float, float] | None = None
-    direction: str | None = None
-    reason: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    candidates: tuple[tuple[str, float], ...] = ()  # top-N alternative texts, best first
+    reads: int = 0  # OCR reads that voted for this event
+    box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 in the best frame's pixels
+    direction: Literal["in", "out"] | None = None  # from a counting line, when one is configured
+    angle: float | None = None  # motion direction in degrees, image coordinates
+    # Images stay out of repr(): an event is logged now and then, a JPEG in a log line is noise.
+    crop_jpeg: bytes | None = field(default=None, repr=False)  # best plate crop, published base64 ...
+    crop_path: str | None = None  # ... or a path to it on the edge box (one of the two, or neither)
+    snapshot_jpeg: bytes | None = field(default=None, repr=False)  # optional full frame
+    plate_format: str | None = None  # plate format/region the text matched, e.g. "FR"
+    matched: ListMatch | None = None  # allow/deny list match, if any
+    versions: Mapping[str, str] = field(default_factory=dict)  # software and model versions
+
+    def __post_init__(self) -> None:
+        # These are programming errors of the stage that builds events, not user mistakes.
+        if self.end_time < self.start_time:
+            raise ValueError(f"PlateEvent {self.id}: end_time {self.end_time} is before start_time {self.start_time}")
+        if self.seq < 0:
+            raise ValueError(f"PlateEvent {self.id}: seq must be >= 0, got {self.seq}")
+        if self.text is None and self.text_hash is None and not self.reason:
+            raise ValueError(f"PlateEvent {self.id}: an event without text needs a reason")
+        if self.text is not None and self.text_hash is not None:
+            raise ValueError(f"PlateEvent {self.id}: text_hash replaces text; give one of them")
+        if self.crop_jpeg is not None and self.crop_path is not None:
+            raise ValueError(f"PlateEvent {self.id}: give crop_jpeg or crop_path, not both")
+        if self.direction not in (None, "in", "out"):
+            raise ValueError(f"PlateEvent {self.id}: direction must be 'in', 'out' or None, got {self.direction!r}")

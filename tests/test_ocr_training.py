@@ -161,3 +161,16 @@ def test_train_ocr_without_torch_says_what_to_install(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 1
     assert "pip install torch==2.13.0" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cached_greedy_decoding_equals_the_masked_reference() -> None:
+    from anpr_edge.train.ocr_model import OcrModelConfig, PlateOcrNet
+
+    torch.manual_seed(0)
+    model = PlateOcrNet(OcrModelConfig(height=32, width=96, max_len=6, channels=(8, 16, 24), dim=32, heads=2)).eval()
+    images = torch.rand(4, 3, 32, 96)
+    with torch.no_grad():
+        fast, attention = model(images)
+    torch.testing.assert_close(fast, model.forward_reference(images), atol=1e-5, rtol=1e-4)
+    assert attention.shape == (4, 6, 4, 12)
+    torch.testing.assert_close(attention.sum(dim=(2, 3)), torch.ones(4, 6))

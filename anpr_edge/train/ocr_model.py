@@ -6,12 +6,15 @@ Design, chosen for plates and for a static TensorRT-compilable graph:
   a 2D feature map of stride 8 (8 x 24 cells for a 64 x 192 crop). The map keeps rows, so two-line
   plates (motorcycles, stacked US characters) stay readable: attention can move down a line.
 - Context: one transformer-encoder layer over the map cells with a learned 2D position embedding.
-- Decoder: parallel position-query attention. ``max_len`` learned queries (one per character slot)
-  attend over the whole 2D map in two decoder layers (self-attention among slots so they agree on
-  layout and length, then cross-attention to the map). All slots are decoded at once: no Python loop
-  and no data-dependent control flow, so the exported ONNX is one static graph with a dynamic batch.
-- Output: per-slot softmax over ``1 + len(charset)`` symbols (0 = end of text), and the last layer's
-  cross-attention map per slot, for ``anpr-edge ocr --explain``.
+- Decoder: an autoregressive attention decoder (transformer decoder layers: causal self-attention over
+  the characters read so far, cross-attention over the whole 2D map). Training uses teacher forcing in
+  one parallel pass; inference is greedy and unrolled to ``max_len`` steps inside the graph, so the
+  exported ONNX is one static graph (dynamic batch) with no Python in the loop. The map's keys and
+  values are computed once per image, not per step.
+- Auxiliary CTC head (training only): per-column character evidence from the encoder, which makes the
+  encoder learn glyphs early so the attention has something to align to; it is not exported.
+- Output: per-step softmax over ``1 + len(charset)`` symbols (0 = end of text), and each step's
+  cross-attention map, for ``anpr-edge ocr --explain``.
 
 Attention is written with plain matmul/softmax (not ``nn.MultiheadAttention``) so the exported graph is
 simple and the attention weights are an output.
@@ -116,16 +119,29 @@ class _Attention(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, query: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the attended values and the head-averaged attention weights (B, Lq, Lk)."""
-        b, lq, d = query.shape
-        lk = memory.shape[1]
-        q = self.q(query).reshape(b, lq, self.heads, self.head_dim).transpose(1, 2)
+    def keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, lk, _ = memory.shape
         k = self.k(memory).reshape(b, lk, self.heads, self.head_dim).transpose(1, 2)
         v = self.v(memory).reshape(b, lk, self.heads, self.head_dim).transpose(1, 2)
-        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim), dim=-1)
+        return k, v
+
+    def attend(
+        self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attended values and the head-averaged attention weights (B, Lq, Lk)."""
+        b, lq, d = query.shape
+        q = self.q(query).reshape(b, lq, self.heads, self.head_dim).transpose(1, 2)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+        if mask is not None:
+            scores = scores + mask
+        weights = torch.softmax(scores, dim=-1)
         attended = (self.drop(weights) @ v).transpose(1, 2).reshape(b, lq, d)
         return self.out(attended), weights.mean(dim=1)
+
+    def forward(
+        self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.attend(query, *self.keys_values(memory), mask)
 
 
 class _FeedForward(nn.Sequential):
@@ -156,12 +172,34 @@ class _DecoderLayer(nn.Module):
         self.ff = _FeedForward(dim, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, slots: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def memory_keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cross_attn.keys_values(self.norm_m(memory))
+
+    def forward(
+        self, slots: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.norm_s(slots)
-        slots = slots + self.drop(self.self_attn(h, h)[0])
-        attended, weights = self.cross_attn(self.norm_q(slots), self.norm_m(memory))
+        slots = slots + self.drop(self.self_attn(h, h, mask)[0])
+        attended, weights = self.cross_attn.attend(self.norm_q(slots), *memory_kv)
         slots = slots + self.drop(attended)
         return slots + self.drop(self.ff(self.norm_f(slots))), weights
+
+    def step(
+        self,
+        slot: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor] | None,
+        memory_kv: tuple[torch.Tensor, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One new position (B, 1, dim) given the cached self-attention keys/values of the earlier ones;
+        the same result as ``forward`` on the whole prefix with the causal mask, at a fraction of the cost."""
+        h = self.norm_s(slot)
+        k, v = self.self_attn.keys_values(h)
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+        slot = slot + self.self_attn.attend(h, k, v)[0]
+        attended, weights = self.cross_attn.attend(self.norm_q(slot), *memory_kv)
+        slot = slot + attended
+        return slot + self.ff(self.norm_f(slot)), weights, (k, v)
 
 
 class PlateOcrNet(nn.Module):
@@ -176,25 +214,75 @@ class PlateOcrNet(nn.Module):
         self.position = nn.Parameter(torch.randn(1, rows * cols, dim) * 0.02)
         self.context = _EncoderLayer(dim, config.heads, config.dropout)
         self.slots = nn.Parameter(torch.randn(1, config.max_len, dim) * 0.02)
+        self.begin = config.n_symbols  # the start token: one past the last output symbol
+        self.embed = nn.Embedding(config.n_symbols + 1, dim)
         self.decoder = nn.ModuleList(_DecoderLayer(dim, config.heads, config.dropout) for _ in range(config.decoder_layers))
         self.norm = nn.LayerNorm(dim)
         self.classifier = nn.Linear(dim, config.n_symbols)
+        self.ctc = nn.Linear(dim, config.n_symbols)
+        causal = torch.triu(torch.full((config.max_len, config.max_len), float("-inf")), diagonal=1)
+        self.register_buffer("causal", causal, persistent=False)
 
-    def logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (images - 0.5) / 0.5
-        features = self.encoder(x)  # (B, dim, rows, cols)
-        b, d, rows, cols = features.shape
-        memory = features.flatten(2).transpose(1, 2) + self.position  # (B, rows * cols, dim)
-        memory = self.context(memory)
-        slots = self.slots.expand(b, -1, -1)
-        weights = memory.new_zeros(0)
-        for layer in self.decoder:
-            slots, weights = layer(slots, memory)
-        return self.classifier(self.norm(slots)), weights.reshape(b, -1, rows, cols)
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images -> map cells (B, rows * cols, dim) with position and context."""
+        features = self.encoder((images - 0.5) / 0.5)  # (B, dim, rows, cols)
+        return self.context(features.flatten(2).transpose(1, 2) + self.position)
+
+    def _decode(self, memory_kvs: list[tuple[torch.Tensor, torch.Tensor]], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, T, symbols) and last-layer attention (B, T, cells) for input tokens (B, T)."""
+        steps = tokens.shape[1]
+        slots = self.slots[:, :steps] + self.embed(tokens)
+        mask = self.causal[:steps, :steps]
+        weights = slots.new_zeros(0)
+        for layer, kv in zip(self.decoder, memory_kvs):
+            slots, weights = layer(slots, kv, mask)
+        return self.classifier(self.norm(slots)), weights
+
+    def train_logits(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing: logits (B, max_len, symbols) given the true previous characters, and the CTC
+        head's per-column logits (B, cols, symbols)."""
+        memory = self.encode(images)
+        begin = torch.full_like(targets[:, :1], self.begin)
+        tokens = torch.cat([begin, targets[:, :-1]], dim=1)
+        logits, _ = self._decode([layer.memory_keys_values(memory) for layer in self.decoder], tokens)
+        rows, cols = self.config.feature_size
+        columns = memory.reshape(memory.shape[0], rows, cols, -1).mean(dim=1)
+        return logits, self.ctc(columns)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, attention = self.logits(images)
-        return torch.softmax(logits, dim=-1), attention
+        """Greedy decoding, unrolled to max_len steps (a static graph once traced). Each step runs the
+        decoder on the new character only, with per-layer caches of the earlier ones."""
+        memory = self.encode(images)
+        memory_kvs = [layer.memory_keys_values(memory) for layer in self.decoder]
+        token = torch.full((images.shape[0],), self.begin, dtype=torch.long, device=images.device)
+        caches: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.decoder)
+        probs, attention = [], []
+        for step in range(self.config.max_len):
+            slot = self.slots[:, step : step + 1] + self.embed(token)[:, None]
+            weights = slot.new_zeros(0)
+            for n, (layer, kv) in enumerate(zip(self.decoder, memory_kvs)):
+                slot, weights, caches[n] = layer.step(slot, caches[n], kv)
+            p = torch.softmax(self.classifier(self.norm(slot))[:, 0], dim=-1)
+            probs.append(p)
+            attention.append(weights[:, 0])
+            token = p.argmax(dim=-1)
+        rows, cols = self.config.feature_size
+        return torch.stack(probs, dim=1), torch.stack(attention, dim=1).reshape(images.shape[0], -1, rows, cols)
+
+    @torch.no_grad()
+    def forward_reference(self, images: torch.Tensor) -> torch.Tensor:
+        """Greedy decoding by re-running the masked decoder on the whole prefix (slow, obviously right):
+        the tests check ``forward`` against it."""
+        memory = self.encode(images)
+        memory_kvs = [layer.memory_keys_values(memory) for layer in self.decoder]
+        tokens = torch.full((images.shape[0], 1), self.begin, dtype=torch.long, device=images.device)
+        probs = []
+        for step in range(self.config.max_len):
+            logits, _ = self._decode(memory_kvs, tokens)
+            p = torch.softmax(logits[:, step], dim=-1)
+            probs.append(p)
+            tokens = torch.cat([tokens, p.argmax(dim=-1, keepdim=True)], dim=1)
+        return torch.stack(probs, dim=1)
 
 
 def count_parameters(model: nn.Module) -> int:

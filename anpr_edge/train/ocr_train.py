@@ -77,8 +77,9 @@ class OcrTrainConfig(Section):
     lr: float = Field(2e-3, gt=0, le=1.0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.05, ge=0.0)
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    ctc_weight: float = Field(0.3, ge=0.0, description="Weight of the encoder's auxiliary CTC loss.")
     minutes: float = Field(60.0, gt=0, description="Training time budget (the schedule anneals to it).")
-    eval_every: int = Field(500, ge=1, description="Validate every N steps.")
+    eval_every: int = Field(250, ge=1, description="Validate every N steps.")
     seed: int = 0
     threads: int = Field(2, ge=1, le=256, description="PyTorch CPU threads.")
     checkpoint_dir: Path | None = Field(None, description="Default: <cache>/ocr-train.")
@@ -206,6 +207,14 @@ def encode_texts(texts: Sequence[str], charset: str, max_len: int) -> torch.Tens
     for row, text in enumerate(texts):
         targets[row, : len(text)] = torch.tensor([index[ch] for ch in text])
     return targets
+
+
+def ctc_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """CTC loss of per-column logits (B, T, symbols) against end-padded targets (B, max_len); blank = 0."""
+    lengths = (targets > 0).sum(dim=1)
+    log_probs = logits.log_softmax(dim=-1).transpose(0, 1)  # (T, B, symbols)
+    steps = torch.full((logits.shape[0],), logits.shape[1], dtype=torch.long)
+    return F.ctc_loss(log_probs, targets[targets > 0], steps, lengths, blank=0, zero_infinity=True)
 
 
 def to_batch(crops: Sequence[np.ndarray]) -> torch.Tensor:
@@ -359,9 +368,10 @@ def train_ocr(
             group["lr"] = learning_rate(config.lr, elapsed / budget)
         images, texts = sampler.next()
         targets = encode_texts(texts, net_config.charset, net_config.max_len)
-        logits, _ = model.logits(images)
+        logits, ctc_logits = model.train_logits(images, targets)
         loss = F.cross_entropy(logits.reshape(-1, net_config.n_symbols), targets.reshape(-1),
                                label_smoothing=config.label_smoothing)
+        loss = loss + config.ctc_weight * ctc_loss(ctc_logits, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
