@@ -221,7 +221,7 @@ def _needs_torch(command: str) -> None:
 def cmd_train_ocr(args: argparse.Namespace) -> int:
     _needs_torch("train-ocr")
     from anpr_edge.train.ocr_card import write_model_card
-    from anpr_edge.train.ocr_train import load_train_config, train_ocr
+    from anpr_edge.train.ocr_train import export_checkpoint, load_train_config, train_ocr
 
     config = load_train_config(args.config)
     updates: dict[str, Any] = {}
@@ -230,7 +230,10 @@ def cmd_train_ocr(args: argparse.Namespace) -> int:
     if args.output is not None:
         updates["output"] = Path(args.output)
     config = config.model_copy(update=updates)
-    result = train_ocr(config, resume=args.resume, max_steps=args.max_steps)
+    if args.export_only:
+        result = export_checkpoint(config)
+    else:
+        result = train_ocr(config, resume=args.resume, max_steps=args.max_steps)
     card = write_model_card(config, result) if result.onnx is not None else None
     _emit({"onnx": str(result.onnx), "card": str(card) if card else None, "steps": result.steps,
            "minutes": round(result.seconds / 60, 1), "best_step": result.best_step,
@@ -446,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_ocr.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train_ocr.add_argument("--output", metavar="ONNX", help="where to write the model (default engines/ocr.onnx)")
     train_ocr.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N steps (smoke runs)")
+    train_ocr.add_argument("--export-only", action="store_true",
+                           help="export the last run's best checkpoint and rewrite the model card, without training")
     train_ocr.set_defaults(handler=cmd_train_ocr)
 
     eval_ocr = commands.add_parser(

@@ -93,6 +93,14 @@ def test_training_lowers_loss_and_export_round_trips(tmp_path: Path, tiny_shared
     meta = session.get_modelmeta().custom_metadata_map
     assert meta["charset"] == config.model.charset and meta["max_len"] == "6"
 
+    # Re-exporting the finished run gives the same model.
+    from anpr_edge.train.ocr_train import export_checkpoint
+
+    again = export_checkpoint(config.model_copy(update={"output": tmp_path / "again.onnx"}))
+    assert again.steps == 60 and again.best_step == result.best_step
+    session_again = ort.InferenceSession(str(tmp_path / "again.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session_again.run(None, {"crops": crops.numpy()})[0], onnx_probs, atol=1e-5)
+
     # Resuming continues from the last checkpoint instead of starting over.
     resumed = train_ocr(config, resume=True, max_steps=65, export=False, progress=False)
     assert resumed.steps == 65

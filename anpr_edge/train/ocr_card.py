@@ -62,10 +62,13 @@ that command on the exported ONNX model through the runtime path (`PlateRecogniz
 ## Model
 - Architecture: CNN encoder (stages {list(model.channels)}, stride 8) over a {model.width}x{model.height} RGB
   crop -> 2D feature map ({model.height // 8}x{model.width // 8}) with a learned 2D position embedding and one
-  transformer layer -> parallel position-query attention decoder ({model.decoder_layers} layers, {model.max_len}
-  character slots, width {model.dim}, {model.heads} heads) -> per-slot softmax over the end token + charset.
-  2D attention lets slots move down a line, for two-line plates. One static ONNX graph (opset 17), dynamic
-  batch; outputs `probs` (batch, {model.max_len}, {len(model.charset) + 1}) and `attention` (per slot, over the map).
+  transformer layer -> autoregressive attention decoder ({model.decoder_layers} transformer decoder layers,
+  width {model.dim}, {model.heads} heads: causal self-attention over the characters read so far, cross-attention
+  over the whole 2D map, so reading can move down a line on two-line plates), greedy, unrolled to
+  {model.max_len} steps inside the graph with cached keys/values. Training: teacher forcing plus an auxiliary
+  CTC loss on the encoder columns (weight {config.ctc_weight}; the CTC head is not exported). One static ONNX
+  graph (opset 17), dynamic batch; outputs `probs` (batch, {model.max_len}, {len(model.charset) + 1}) and
+  `attention` (per step, over the map).
 - Parameters: {params:,}; file size {onnx_path.stat().st_size / 1e6:.1f} MB.
 - Charset ({len(model.charset)}): `{model.charset}` (symbol 0 is the end token), also in the ONNX metadata.
 

@@ -404,6 +404,30 @@ def train_ocr(
                        {"real_train": len(real), "synthetic": len(synth[1]), **{f"val:{v.name}": len(v.texts) for v in val_sets + test_sets}})
 
 
+def export_checkpoint(config: OcrTrainConfig) -> TrainResult:
+    """Export the best weights of the last run (without training), e.g. after the export code changed."""
+    checkpoints = config.checkpoint_dir or paths.cache_dir() / "ocr-train"
+    last, best_path = checkpoints / "last.pt", checkpoints / "best.pt"
+    if not (last.is_file() and best_path.is_file()):
+        raise ConfigError(f"no finished training run in {checkpoints}: train first")
+    state = torch.load(last, weights_only=False)
+    best = torch.load(best_path, weights_only=False)
+    if best["model_config"] != config.model.network().to_dict():
+        raise ConfigError(f"{best_path}: checkpoint was trained with another model config than this one")
+    model = PlateOcrNet(OcrModelConfig.from_dict(best["model_config"]))
+    model.load_state_dict(best["model"])
+    real, val_sets, test_sets = load_real_sets(config)
+    synthetic = config.data.synthetic_samples
+    val_scores = {v.name: exact_match(model, v) for v in val_sets + test_sets if v.texts}
+    onnx_path = export_onnx(model, config.output, metadata={
+        "train_steps": str(state["step"]), "best_step": str(state["best_step"]),
+        "train_minutes": f"{state['elapsed'] / 60:.1f}",
+    })
+    return TrainResult(state["step"], state["elapsed"], state["best_score"], state["best_step"], val_scores, onnx_path,
+                       state["history"], {"real_train": len(real), "synthetic": synthetic,
+                                          **{f"val:{v.name}": len(v.texts) for v in val_sets + test_sets}})
+
+
 # --------------------------------------------------------------------------------------------------- export
 def export_onnx(model: PlateOcrNet, path: Path, metadata: dict[str, str] | None = None) -> Path:
     """Write the model as one static ONNX graph (dynamic batch) and check it against PyTorch."""
