@@ -14,22 +14,22 @@ OCR_MODEL = "ocr.onnx"
 def engines_dirs() -> list[Path]:
     """Folders searched for the bundled models, first match wins.
 
-    ``$ANPR_EDGE_ENGINES`` (an override for deployments), the models packed into the wheel
-    (``anpr_edge/_engines``), and the repository's ``engines/`` for a checkout or an editable install.
+    ``$ANPR_EDGE_ENGINES`` alone when set (a deployment saying where its models are: nothing else is
+    searched, so a stale copy elsewhere is never picked up); otherwise the models packed into the wheel
+    (``anpr_edge/_engines``) and the repository's ``engines/`` for a checkout or an editable install.
     """
-    dirs = []
     if os.environ.get("ANPR_EDGE_ENGINES"):
-        dirs.append(Path(os.environ["ANPR_EDGE_ENGINES"]))
-    dirs += [_PACKAGE_DIR / "_engines", _PACKAGE_DIR.parent / "engines"]
-    return dirs
+        return [Path(os.environ["ANPR_EDGE_ENGINES"])]
+    return [_PACKAGE_DIR / "_engines", _PACKAGE_DIR.parent / "engines"]
 
 
 def bundled_model(name: str) -> Path:
     """The path of a bundled model: the first existing one, else where a checkout would keep it."""
-    for folder in engines_dirs():
+    folders = engines_dirs()
+    for folder in folders:
         if (folder / name).is_file():
             return folder / name
-    return _PACKAGE_DIR.parent / "engines" / name
+    return folders[-1] / name
 
 
 def cache_dir() -> Path:
