@@ -30,6 +30,7 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import Any, TextIO
 
+from anpr_edge.argtypes import positive_int
 from anpr_edge.errors import AnprError, ConfigError
 from anpr_edge.events import (
     PayloadError,
@@ -361,7 +362,7 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1", help="MQTT version (default 3.1.1)")
     parser.add_argument("--client-id", metavar="ID",
                         help="fixed client id: a persistent session, so the broker keeps events while this is down")
-    parser.add_argument("--count", type=_positive_int, metavar="N", help="exit after N messages")
+    parser.add_argument("--count", type=positive_int, metavar="N", help="exit after N messages")
     parser.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds")
 
 
@@ -402,16 +403,6 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parking.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
                          help="below this event confidence the decision is 'unknown' (default 0)")
     parking.set_defaults(handler=cmd_parking_validate)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
