@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -60,11 +61,20 @@ def _existing_file(value: object, info: ValidationInfo) -> Path:
     return path
 
 
+def _relative_to_config(value: Path | None, info: ValidationInfo) -> Path | None:
+    """A path that need not exist yet (an output), resolved against the config file's folder."""
+    base = _base_dir(info)
+    if value is None or value.is_absolute() or base is None:
+        return value
+    return (base / value).resolve()
+
+
 def _source(value: object, info: ValidationInfo) -> SourceSpec:
     return parse_source(value, _base_dir(info))
 
 
 ExistingFile = Annotated[Path, BeforeValidator(_existing_file)]
+OutputPath = Annotated[Path, AfterValidator(_relative_to_config)]
 Source = Annotated[SourceSpec, BeforeValidator(_source)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -203,7 +213,7 @@ class MqttConfig(Section):
     )
     reconnect_min_s: float = Field(1.0, gt=0, le=60, description="First reconnect delay; doubles per failure.")
     reconnect_max_s: float = Field(60.0, gt=0, le=3600, description="Longest reconnect delay (jittered).")
-    outbox_path: Path | None = Field(
+    outbox_path: OutputPath | None = Field(
         None,
         description="SQLite store-and-forward outbox (relative to this file). Default: outbox.sqlite in "
         "$ANPR_EDGE_STATE_DIR, systemd's $STATE_DIRECTORY or ~/.local/state/anpr-edge.",
@@ -230,14 +240,6 @@ class MqttConfig(Section):
             raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
         return self
 
-    @field_validator("outbox_path", mode="after")
-    @classmethod
-    def _resolve_outbox(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        base = _base_dir(info)
-        if value is None or value.is_absolute() or base is None:
-            return value
-        return (base / value).resolve()
-
     def effective_password(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The password to use: the environment variable, else the file, else the config value."""
         environ = os.environ if environ is None else environ
@@ -252,17 +254,9 @@ class MqttConfig(Section):
 # ------------------------------------------------------------------------------------------- outputs
 class OutputsConfig(Section):
     stdout: bool = Field(True, description="Write results as JSON lines on standard output.")
-    jsonl_file: Path | None = Field(
+    jsonl_file: OutputPath | None = Field(
         None, description="Also append results as JSON lines to this file (relative to this file)."
     )
-
-    @field_validator("jsonl_file", mode="after")
-    @classmethod
-    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        base = _base_dir(info)
-        if value is None or value.is_absolute() or base is None:
-            return value
-        return (base / value).resolve()
 
 
 class LoggingConfig(Section):

@@ -25,6 +25,22 @@ RTSP_INSTALL_HINT = (
 _rtsp_available: tuple[bool, str] | None = None
 
 
+def stop_process_group(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM the process group (after SIGCONT: a frozen process can't act on SIGTERM), then SIGKILL
+    after ``timeout`` s. Safe on a process that already ended."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGCONT)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (racy, but fine for tests)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -143,16 +159,8 @@ class RtspServer:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 3 s. Safe to call at any time, any number of times."""
         proc = self.proc
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGCONT)  # a frozen process can't act on SIGTERM
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
+        if proc is not None:
+            stop_process_group(proc, timeout=3)
         if proc is not None and proc.stdout is not None:
             proc.stdout.close()
 
