@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import socket
 import typing
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ from anpr_edge.errors import ConfigError
 from anpr_edge.source_spec import SourceSpec, parse_source
 
 PASSWORD_ENV = "ANPR_EDGE_MQTT_PASSWORD"
+HASH_SALT_ENV = "ANPR_EDGE_HASH_SALT"
 
 
 def _base_dir(info: ValidationInfo) -> Path | None:
@@ -142,6 +144,29 @@ class InferenceConfig(Section):
 
 
 # -------------------------------------------------------------------------------------------- cameras
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class CountingLineConfig(Section):
+    start: tuple[Fraction, Fraction] = Field(
+        ...,
+        description="First point [x, y] of the line, as fractions of the frame width and height (so the line "
+        "survives a change of stream resolution).",
+    )
+    end: tuple[Fraction, Fraction] = Field(..., description="Second point [x, y] of the line, as fractions.")
+    in_side: Literal["left", "right"] = Field(
+        "right",
+        description="The side of the line, looking from start to end, that counts as inside: a plate that "
+        "crosses to it (or heads to it) is 'in', the other way 'out'.",
+    )
+
+    @model_validator(mode="after")
+    def _two_points(self) -> CountingLineConfig:
+        if self.start == self.end:
+            raise ValueError("start and end must be two different points")
+        return self
+
+
 class CameraConfig(Section):
     id: str = Field(
         ...,
@@ -170,11 +195,164 @@ class CameraConfig(Section):
     rtsp_transport: Literal["tcp", "udp"] = Field(
         "tcp", description="RTSP transport: tcp survives packet loss without smeared frames; udp has less latency."
     )
+    counting_line: CountingLineConfig | None = Field(
+        None, description="Line that gives events a direction (in/out); without it only the motion angle."
+    )
 
     @field_serializer("source")
     def _redacted_source(self, source: SourceSpec) -> str:
         # Dumps feed status messages and check-config output: never show stream credentials.
         return str(source)
+
+
+# ------------------------------------------------------------------------------ tracking, voting, events
+class TrackingConfig(Section):
+    iou_threshold: Probability = Field(
+        0.2, description="Overlap (IoU) with a track's predicted box that lets a detection join the track."
+    )
+    max_distance: float = Field(
+        1.0,
+        ge=0.0,
+        le=20.0,
+        description="Or: distance from the predicted box centre, in plate widths, within which a confident "
+        "detection joins the track (fast small plates overlap nothing from frame to frame).",
+    )
+    high_confidence: Probability = Field(
+        0.5,
+        description="Detections at or above this score are matched first and may start tracks; weaker ones "
+        "only continue a track seen in the previous frame (ByteTrack).",
+    )
+    min_hits: int = Field(2, ge=1, le=100, description="Detections before a track counts as a plate passage.")
+    max_age: int = Field(
+        10,
+        ge=0,
+        le=10_000,
+        description="Processed frames a track may go unseen (occlusion) before it ends and its event is due.",
+    )
+
+
+def _monotone_points(points: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+    if points is None:
+        return None
+    if len(points) < 2:
+        raise ValueError("give at least two [score, confidence] points")
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    if any(b <= a for a, b in zip(xs, xs[1:])) or any(b < a for a, b in zip(ys, ys[1:])):
+        raise ValueError("points must have increasing scores and non-decreasing confidences")
+    return points
+
+
+class VotingConfig(Section):
+    candidates: int = Field(5, ge=1, le=20, description="Alternative texts reported per event (top N, best first).")
+    settle_reads: int = Field(
+        3, ge=1, le=1000, description="A track's vote is settled once this many reads agree with the voted text..."
+    )
+    settle_agreement: Probability = Field(
+        0.7, description="... and they carry at least this share of the track's read weight."
+    )
+    stop_reading_when_settled: bool = Field(
+        True, description="Stop running the OCR on a track once its vote is settled (it is still tracked)."
+    )
+    calibration: Annotated[
+        list[tuple[Probability, Probability]] | None, AfterValidator(_monotone_points)
+    ] = Field(
+        None,
+        description="Map from the vote's score to the reported confidence, as [score, confidence] points "
+        "(linear in between). Default: the score as it is, which is calibrated for the bundled OCR "
+        "(figures in anpr_edge/voting.py); refit for another model with voting.fit_calibration.",
+    )
+
+
+class EventsConfig(Section):
+    early: bool = Field(
+        True,
+        description="Emit a passage's event as soon as its vote is settled rather than when the track ends "
+        "(a car waiting at a barrier gets its answer while it waits).",
+    )
+    emit_unread: bool = Field(
+        False, description="Also emit passages whose plate was not read: text null and a reason."
+    )
+    min_confidence: Probability = Field(
+        0.0, description="A voted text below this confidence counts as not read."
+    )
+    dedup_window_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=86_400.0,
+        description="A passage with the same text within this many seconds of the last sighting of an earlier "
+        "one on the camera is the same car (lost and found again, idling at a barrier) and is not reported.",
+    )
+    dedup_max_distance: int = Field(
+        1, ge=0, le=3, description="Edit distance up to which two texts count as the same for deduplication."
+    )
+    crop: Literal["base64", "file", "none"] = Field(
+        "base64",
+        description="Best plate crop: inline JPEG in the event (base64), a JPEG file on this box (file, its "
+        "path in the event), or none.",
+    )
+    crop_dir: OutputPath | None = Field(
+        None,
+        description="Folder for crop: file (relative to this file). Default: crops/ in the state directory "
+        "($ANPR_EDGE_STATE_DIR, $STATE_DIRECTORY or ~/.local/state/anpr-edge).",
+    )
+    snapshot: bool = Field(False, description="Add the full frame of the best read to the event (JPEG, base64).")
+    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of crops and snapshots.")
+    hash_text: bool = Field(
+        False,
+        description="Privacy: publish a salted hash of the plate text (text_hash) instead of the text; "
+        "candidates are left out and list matches hashed. Set crop: none and snapshot: false too.",
+    )
+    hash_salt: SecretStr | None = Field(
+        None,
+        description=f"Secret salt of the text hash (HMAC-SHA256); ${HASH_SALT_ENV} overrides it. Required "
+        "with hash_text.",
+    )
+
+    @model_validator(mode="after")
+    def _salt_for_hash(self) -> EventsConfig:
+        if self.hash_text and self.hash_salt is None and not os.environ.get(HASH_SALT_ENV):
+            raise ValueError(f"hash_text needs hash_salt (or ${HASH_SALT_ENV})")
+        return self
+
+    def effective_salt(self, environ: Mapping[str, str] | None = None) -> bytes:
+        environ = os.environ if environ is None else environ
+        if environ.get(HASH_SALT_ENV):
+            return environ[HASH_SALT_ENV].encode("utf-8")
+        return b"" if self.hash_salt is None else self.hash_salt.get_secret_value().encode("utf-8")
+
+
+class FormatsConfig(Section):
+    regions: list[str] = Field(
+        default_factory=list,
+        description="Plate formats that constrain reading, in order of preference: EU, FR, DE, ES, IT, UK, NL, "
+        "PL, US, BR, BR-MERCOSUR, TN, GENERIC, or a name from custom. Empty: no constraint.",
+    )
+    custom: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="More formats: name -> patterns of slots L (letter), D (digit), A (either), [chars], "
+        "each optionally repeated {n}, {m,n} or ?; e.g. {XX: ['LL-DDD-LL']}.",
+    )
+    min_ratio: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="A format is applied only if its text is at least this probable relative to the "
+        "unconstrained reading; plates that fit no format are left as read.",
+    )
+    allow: list[str] = Field(default_factory=list, description="Allow-list plates (events say which entry matched).")
+    deny: list[str] = Field(default_factory=list, description="Deny-list plates (deny wins a tie with allow).")
+    max_distance: int = Field(1, ge=0, le=3, description="Edit distance up to which a plate matches a list entry.")
+
+    @model_validator(mode="after")
+    def _known_formats(self) -> FormatsConfig:
+        from anpr_edge.plate_formats import load_formats
+
+        for name in self.custom:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", name):
+                raise ValueError(f"custom format name {name!r}: letters, digits, '_', '.', '-'")
+        # Every custom pattern is checked, used or not: a typo should not wait until it is enabled.
+        load_formats([*self.regions, *self.custom], self.custom)  # ValueError names the format or pattern
+        return self
 
 
 # ----------------------------------------------------------------------------------------------- mqtt
@@ -273,6 +451,10 @@ class AppConfig(Section):
     models: ModelsConfig = ModelsConfig()
     crop: CropConfig = CropConfig()
     inference: InferenceConfig = InferenceConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    voting: VotingConfig = VotingConfig()
+    events: EventsConfig = EventsConfig()
+    formats: FormatsConfig = FormatsConfig()
     cameras: list[CameraConfig] = Field(..., min_length=1, description="At least one camera.")
     mqtt: MqttConfig = MqttConfig()
     outputs: OutputsConfig = OutputsConfig()
@@ -378,7 +560,7 @@ def _describe(item: Mapping[str, Any]) -> str:
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
     value = item.get("input")
-    secret = any(isinstance(part, str) and "password" in part for part in loc)
+    secret = any(isinstance(part, str) and ("password" in part or "salt" in part) for part in loc)
     if not secret and isinstance(value, (str, int, float, bool)) and kind not in ("value_error",):
         message += f" (got {value!r})"
     return f"{key}: {message}"

@@ -84,6 +84,7 @@ class PlateRecognizer:
                 camera_id=crop.camera_id,
                 frame_index=crop.frame_index,
                 detector_confidence=crop.detector_confidence,
+                crop_image=crop.image,
             )
             for crop, row, (text, confidence, chars) in zip(crops, probs, decode_greedy(probs, self.charset))
         ]

@@ -104,7 +104,8 @@ class PlateRead:
     ``text`` is normalised (upper case, model charset only, no separators). ``char_confidences`` has one
     entry per character of ``text``. ``char_probs`` keeps the full (max_len, n_symbols) distribution so
     the tracker can vote position by position; symbol 0 is the end-of-text token and symbol ``i > 0`` is
-    ``charset[i - 1]``.
+    ``charset[i - 1]``. ``crop_image`` is the crop that was read, when the reader kept it (the tracker
+    weighs reads by crop sharpness).
     """
 
     text: str
@@ -115,6 +116,8 @@ class PlateRead:
     camera_id: str = ""
     frame_index: int = -1
     detector_confidence: float = 1.0
+    # The crop the OCR read (PlateCrop.image), for crop quality in the vote; kept out of repr().
+    crop_image: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

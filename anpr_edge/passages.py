@@ -1,0 +1,437 @@
+"""One event per vehicle passage: tracks + reads of one camera -> ``PlateEvent``s.
+
+Feed ``PassageBuilder.update`` every processed frame with its detections and the OCR reads of them (a
+read belongs to the detection whose box it carries, ``PlateRead.box``); it returns the events that are
+due, and ``flush`` returns the rest at the end of the stream. It does no I/O of its own and keeps no clock:
+every time comes from ``Frame.timestamp``, so a clip gives the same events however fast it is processed.
+The one exception is ``events.crop: file``, which writes the crop through the ``write_file`` callable it was
+given.
+
+A passage is a confirmed track. Its event is due when the track ends (unseen for ``tracking.max_age``
+frames or gone out of the frame) or, with ``events.early``, as soon as its vote is settled; either way a
+passage yields at most one event. Before it is sent the voted text goes through the plate formats and the
+allow/deny lists, and through the per-camera deduplication: a text seen again within
+``events.dedup_window_s`` of the last sighting of the same text (a car idling at a barrier whose track was
+lost and found again) is the same car and is not reported; after the window it is a new passage.
+
+``reads_needed`` tells the caller which detections still need the OCR: none of a settled track when
+``voting.stop_reading_when_settled`` (adaptive compute).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+from rapidfuzz.distance import Levenshtein
+
+from anpr_edge.config import (
+    AppConfig,
+    CountingLineConfig,
+    EventsConfig,
+    FormatsConfig,
+    TrackingConfig,
+    VotingConfig,
+)
+from anpr_edge.ocr import DEFAULT_CHARSET
+from anpr_edge.outbox import default_outbox_path
+from anpr_edge.plate_formats import PlateLists, constrain, load_formats
+from anpr_edge.tracking import PlateTracker, Track, iou_matrix, motion_angle
+from anpr_edge.values import Detections, Frame, ListMatch, PlateEvent, PlateRead
+from anpr_edge.voting import (
+    DEFAULT_CALIBRATION,
+    REFERENCE_WIDTH_PX,
+    Calibration,
+    Vote,
+    VoteAccumulator,
+    apply_format,
+    crop_sharpness,
+    is_settled,
+    read_weight,
+)
+
+Box = tuple[float, float, float, float]
+
+REASON_NOT_READ = "not read: the OCR gave no read of this plate"
+REASON_ILLEGIBLE = "no legible read"
+# A read belongs to the detection its box overlaps most, at least this much (the boxes are the same box,
+# give or take float32 rounding).
+READ_BOX_IOU = 0.5
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (folders created) so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def text_hash(text: str, salt: bytes) -> str:
+    """The privacy-mode stand-in for a plate text: HMAC-SHA256 keyed by the site's salt, hex."""
+    return "hmac-sha256:" + hmac.new(salt, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def direction_of(
+    track: Track, line: CountingLineConfig, frame_size: tuple[int, int], min_shift: float = 0.25
+) -> Literal["in", "out"] | None:
+    """in/out from a counting line: the side the plate crossed to or, before it crosses, the side it heads to.
+
+    Sides are seen looking from ``line.start`` to ``line.end`` in image coordinates (y down). A plate that
+    moved less than ``min_shift`` of its width across the line gets None.
+    """
+    width, height = frame_size
+    sx, sy = line.start[0] * width, line.start[1] * height
+    dx, dy = line.end[0] * width - sx, line.end[1] * height - sy
+    norm = max(float(np.hypot(dx, dy)), 1e-9)
+
+    def side(point: tuple[float, float]) -> float:  # signed distance, > 0 on the right-hand side
+        return (dx * (point[1] - sy) - dy * (point[0] - sx)) / norm
+
+    inside = 1.0 if line.in_side == "right" else -1.0
+    first, last = side(track.first_center), side(track.center)
+    if first * last < 0:  # crossed
+        return "in" if last * inside > 0 else "out"
+    if abs(last - first) < min_shift * max(track.box[2] - track.box[0], 1.0):
+        return None
+    return "in" if (last - first) * inside > 0 else "out"
+
+
+@dataclass
+class _Best:
+    """The best view of a passage so far: the crop (and frame) its event will carry."""
+
+    score: float
+    box: Box
+    crop: np.ndarray
+    snapshot: np.ndarray | None
+
+
+@dataclass
+class _Passage:
+    track: Track
+    votes: VoteAccumulator
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    vote: Vote | None = None
+    stale: bool = False  # reads added since ``vote`` was computed
+    done: bool = False  # its event was emitted, or it was found to be a duplicate / not worth one
+    text: str | None = None  # the text it was reported (or suppressed) with, for deduplication
+    best_read: _Best | None = None
+    best_seen: _Best | None = None
+
+
+class PassageBuilder:
+    """Turns one camera's frames, detections and reads into one ``PlateEvent`` per passage."""
+
+    def __init__(
+        self,
+        camera_id: str,
+        *,
+        charset: str = DEFAULT_CHARSET,
+        tracking: TrackingConfig | None = None,
+        voting: VotingConfig | None = None,
+        events: EventsConfig | None = None,
+        formats: FormatsConfig | None = None,
+        counting_line: CountingLineConfig | None = None,
+        device_id: str = "",
+        versions: Mapping[str, str] | None = None,
+        crop_padding: float = 0.15,
+        write_file: Callable[[Path, bytes], None] = write_file_atomic,
+    ) -> None:
+        self.camera_id = camera_id
+        self.charset = charset
+        self.voting = voting or VotingConfig()
+        self.events = events or EventsConfig()
+        self.formats = formats or FormatsConfig()
+        self.counting_line = counting_line
+        self.device_id = device_id
+        self.versions = dict(versions or {})
+        self.crop_padding = crop_padding
+        self.write_file = write_file
+        self.tracker = PlateTracker(tracking or TrackingConfig())
+        self.calibration = (
+            Calibration(tuple(self.voting.calibration)) if self.voting.calibration else DEFAULT_CALIBRATION
+        )
+        self._formats = load_formats(self.formats.regions, self.formats.custom)
+        self._lists = PlateLists(tuple(self.formats.allow), tuple(self.formats.deny), self.formats.max_distance)
+        self._salt = self.events.effective_salt() if self.events.hash_text else b""
+        self._crop_dir = self.events.crop_dir or default_outbox_path().parent / "crops"
+        self._passages: dict[int, _Passage] = {}
+        self._recent: dict[str, float] = {}  # text -> last sighting of a passage with it (deduplication)
+        self._frame_size: tuple[int, int] | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: AppConfig,
+        camera_id: str,
+        *,
+        charset: str = DEFAULT_CHARSET,
+        versions: Mapping[str, str] | None = None,
+        write_file: Callable[[Path, bytes], None] = write_file_atomic,
+    ) -> PassageBuilder:
+        camera = next((c for c in config.cameras if c.id == camera_id), None)
+        if camera is None:
+            raise ValueError(f"no camera {camera_id!r} in the config")
+        return cls(
+            camera_id,
+            charset=charset,
+            tracking=config.tracking,
+            voting=config.voting,
+            events=config.events,
+            formats=config.formats,
+            counting_line=camera.counting_line,
+            device_id=config.device_id,
+            versions=versions,
+            crop_padding=config.crop.padding,
+            write_file=write_file,
+        )
+
+    # ------------------------------------------------------------------------------------------- queries
+    @property
+    def tracks(self) -> list[Track]:
+        """The live tracks after the last update."""
+        return self.tracker.tracks
+
+    def votes(self) -> dict[int, Vote | None]:
+        """The current vote of each live track, by track id."""
+        return {track_id: self._current_vote(p) for track_id, p in self._passages.items()}
+
+    def reads_needed(self, detections: Detections, frame_index: int) -> np.ndarray:
+        """Per detection of this frame: does it still need the OCR? (Call before ``update``.)
+
+        False only for a detection that joins a track whose vote is settled, when
+        ``voting.stop_reading_when_settled``.
+        """
+        needed = np.ones(len(detections), dtype=bool)
+        if not self.voting.stop_reading_when_settled:
+            return needed
+        for det, track_id in self.tracker.match(detections, frame_index).items():
+            passage = self._passages.get(track_id)
+            if passage is not None and self._settled(passage):
+                needed[det] = False
+        return needed
+
+    # ------------------------------------------------------------------------------------------- updates
+    def update(self, frame: Frame, detections: Detections, reads: Sequence[PlateRead] = ()) -> list[PlateEvent]:
+        """Track this frame's detections, add the reads to their tracks; the events now due."""
+        self._frame_size = (frame.width, frame.height)
+        tracks = self.tracker.update(detections, frame.index, frame.timestamp, frame_size=self._frame_size)
+        by_detection: dict[int, _Passage] = {}
+        for track in tracks:
+            passage = self._passages.get(track.id)
+            if passage is None:
+                passage = self._passages[track.id] = _Passage(track, VoteAccumulator(self.charset))
+            passage.track = track
+            if track.detection is not None:
+                by_detection[track.detection] = passage
+                self._see(passage, frame, detections, track.detection)
+        for read in reads:
+            det = _detection_of(read, detections)
+            if det is not None and det in by_detection:
+                self._add_read(by_detection[det], frame, read)
+
+        due: list[PlateEvent] = []
+        for track in tracks:
+            passage = self._passages[track.id]
+            if passage.done:
+                self._remember(passage.text, track.last_seen)
+            elif track.confirmed and self.events.early and self._settled(passage):
+                due += self._finish(passage, final=False)
+        for track in self.tracker.ended:
+            due += self._end(track)
+        self._forget(frame.timestamp)
+        return due
+
+    def flush(self) -> list[PlateEvent]:
+        """End every passage (end of stream) and return their events."""
+        due: list[PlateEvent] = []
+        for track in self.tracker.flush():
+            due += self._end(track)
+        return due
+
+    # ----------------------------------------------------------------------------------------- internals
+    def _end(self, track: Track) -> list[PlateEvent]:
+        passage = self._passages.pop(track.id, None)
+        if passage is None:
+            return []
+        passage.track = track
+        if passage.done:
+            self._remember(passage.text, track.last_seen)
+            return []
+        if not track.confirmed:  # a detector blip, not a passage
+            return []
+        return self._finish(passage, final=True)
+
+    def _current_vote(self, passage: _Passage) -> Vote | None:
+        if passage.stale or (passage.vote is None and passage.votes.count):
+            passage.vote = passage.votes.vote(candidates=self.voting.candidates, calibration=self.calibration)
+            passage.stale = False
+        return passage.vote
+
+    def _settled(self, passage: _Passage) -> bool:
+        return is_settled(
+            self._current_vote(passage),
+            min_reads=self.voting.settle_reads,
+            min_agreement=self.voting.settle_agreement,
+        )
+
+    def _see(self, passage: _Passage, frame: Frame, detections: Detections, det: int) -> None:
+        """Keep the best detection as the fallback view for a passage with no read."""
+        if passage.best_read is not None:  # a read's view wins anyway: spare the copies
+            return
+        box = _box(detections.xyxy[det])
+        score = float(detections.confidence[det]) * min(1.0, (box[2] - box[0]) / REFERENCE_WIDTH_PX)
+        if passage.best_seen is None or score > passage.best_seen.score:
+            passage.best_seen = self._view(frame, box, score)
+
+    def _add_read(self, passage: _Passage, frame: Frame, read: PlateRead) -> None:
+        box = read.box or passage.track.box
+        sharpness = crop_sharpness(read.crop_image) if read.crop_image is not None else None
+        weight = read_weight(read.confidence, width_px=box[2] - box[0], sharpness=sharpness)
+        passage.votes.add(read, weight)
+        passage.stale = True
+        if passage.best_read is None or weight > passage.best_read.score:
+            passage.best_read = self._view(frame, _box(box), weight)
+
+    def _view(self, frame: Frame, box: Box, score: float) -> _Best:
+        x1, y1, x2, y2 = box
+        pad_x, pad_y = (x2 - x1) * self.crop_padding, (y2 - y1) * self.crop_padding
+        left, top = max(int(np.floor(x1 - pad_x)), 0), max(int(np.floor(y1 - pad_y)), 0)
+        right = min(int(np.ceil(x2 + pad_x)), frame.width)
+        bottom = min(int(np.ceil(y2 + pad_y)), frame.height)
+        # Copies: a source may reuse its frame buffer for the next frame.
+        crop = frame.image[top:bottom, left:right].copy() if right > left and bottom > top else np.zeros((1, 1, 3), np.uint8)
+        snapshot = frame.image.copy() if self.events.snapshot else None
+        return _Best(score, box, crop, snapshot)
+
+    def _finish(self, passage: _Passage, *, final: bool) -> list[PlateEvent]:
+        """The passage's event (or nothing: a duplicate, or unread when those are not wanted).
+
+        Before the track ends (``final`` False) only a text good enough to report ends the passage; one
+        below ``events.min_confidence`` waits for more reads.
+        """
+        track = passage.track
+        vote = self._current_vote(passage)
+        if vote is not None and vote.text and self._formats:
+            choice = constrain(vote.probs, self.charset, self._formats, min_ratio=self.formats.min_ratio)
+            vote = apply_format(vote, choice, self.calibration)
+        reason = None
+        if vote is None:
+            reason = REASON_NOT_READ
+        elif not vote.text:
+            reason = REASON_ILLEGIBLE
+        elif vote.confidence < self.events.min_confidence:
+            reason = f"low confidence ({vote.confidence:.2f} < {self.events.min_confidence:.2f})"
+        if reason is not None and not final:
+            return []
+        passage.done = True
+        if reason is not None:
+            if not self.events.emit_unread:
+                return []
+            return [self._event(passage, track, vote, None, reason)]
+        assert vote is not None
+        passage.text = vote.text
+        duplicate = self._is_duplicate(vote.text, track.first_seen)
+        self._remember(vote.text, track.last_seen)
+        if duplicate:
+            return []
+        return [self._event(passage, track, vote, vote.text, None)]
+
+    def _event(self, passage: _Passage, track: Track, vote: Vote | None, text: str | None, reason: str | None) -> PlateEvent:
+        events = self.events
+        matched = self._lists.match(text)
+        hashed = None
+        candidates = tuple(vote.candidates) if vote is not None else ()
+        if events.hash_text:
+            candidates = ()  # alternatives would give the text away
+            if text is not None:
+                hashed, text = text_hash(text, self._salt), None
+            if matched is not None:
+                matched = ListMatch(matched.list, text_hash(matched.entry, self._salt), matched.distance)
+        best = passage.best_read or passage.best_seen
+        crop_jpeg = crop_path = None
+        if best is not None and events.crop != "none":
+            data = self._jpeg(best.crop)
+            if events.crop == "base64":
+                crop_jpeg = data
+            else:
+                day = time.strftime("%Y%m%d", time.gmtime(track.last_seen))
+                path = Path(self._crop_dir) / self.camera_id / day / f"{passage.id}.jpg"
+                self.write_file(path, data)
+                crop_path = str(path)
+        snapshot = self._jpeg(best.snapshot) if best is not None and best.snapshot is not None else None
+        size = self._frame_size
+        return PlateEvent(
+            id=passage.id,
+            device_id=self.device_id,
+            camera_id=self.camera_id,
+            start_time=track.first_seen,
+            end_time=track.last_seen,
+            text=text,
+            confidence=vote.confidence if vote is not None and reason is None else 0.0,
+            reason=reason,
+            text_hash=hashed,
+            char_confidences=vote.char_confidences if vote is not None and reason is None else (),
+            candidates=candidates,
+            reads=vote.reads if vote is not None else 0,
+            box=best.box if best is not None else track.box,
+            direction=direction_of(track, self.counting_line, size) if self.counting_line and size else None,
+            angle=motion_angle(track),
+            crop_jpeg=crop_jpeg,
+            crop_path=crop_path,
+            snapshot_jpeg=snapshot,
+            plate_format=vote.format if vote is not None and reason is None else None,
+            matched=matched,
+            versions=self.versions,
+        )
+
+    def _jpeg(self, image: np.ndarray) -> bytes:
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.events.jpeg_quality])
+        if not ok:  # cv2 fails only on an empty or odd image, which _view never makes
+            raise ValueError("JPEG encoding failed")
+        return data.tobytes()
+
+    # ----------------------------------------------------------------------------------- deduplication
+    def _is_duplicate(self, text: str, first_seen: float) -> bool:
+        window, max_distance = self.events.dedup_window_s, self.events.dedup_max_distance
+        return any(
+            first_seen - last_seen <= window
+            and Levenshtein.distance(text, seen, score_cutoff=max_distance) <= max_distance
+            for seen, last_seen in self._recent.items()
+        )
+
+    def _remember(self, text: str | None, last_seen: float) -> None:
+        if text:
+            self._recent[text] = max(self._recent.get(text, last_seen), last_seen)
+
+    def _forget(self, now: float) -> None:
+        # A passage still open may settle later and is compared from its first sighting: keep what it may
+        # yet be a duplicate of.
+        horizon = min([now] + [p.track.first_seen for p in self._passages.values() if not p.done])
+        window = self.events.dedup_window_s
+        self._recent = {t: seen for t, seen in self._recent.items() if horizon - seen <= window}
+
+
+def _box(values: Sequence[float] | np.ndarray) -> Box:
+    return (float(values[0]), float(values[1]), float(values[2]), float(values[3]))
+
+
+def _detection_of(read: PlateRead, detections: Detections) -> int | None:
+    """The index of the detection a read was made from: the one its box overlaps most."""
+    if not len(detections):
+        return None
+    if read.box is None:
+        return 0 if len(detections) == 1 else None
+    overlap = iou_matrix(np.asarray(read.box, dtype=np.float64)[None, :], detections.xyxy)[0]
+    best = int(overlap.argmax())
+    return best if overlap[best] >= READ_BOX_IOU else None

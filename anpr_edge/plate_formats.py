@@ -1,0 +1,332 @@
+"""Plate formats per region, format-constrained decoding, and allow/deny lists.
+
+A format is a name and one or more patterns. A pattern is a row of slots, each a set of characters:
+
+- ``L`` a letter, ``D`` a digit, ``A`` either;
+- ``[...]`` the listed characters, with ranges: ``[T]``, ``[EH]``, ``[A-HJ-NP-TV-Z]``;
+- after a slot, ``{n}``, ``{m,n}`` or ``?`` repeat it; spaces and ``-`` are ignored (``LL-DDD-LL``).
+
+``constrain`` uses the formats on the OCR's per-position probabilities, not on its text: under each pattern
+every position takes its most probable character among those the slot allows. Look-alike characters
+(``0``/``O``, ``8``/``B``...) are the usual OCR mistakes, so in a slot that rules one of a pair out, that
+one's probability is counted for its look-alike: ``8`` read in a letter slot becomes ``B`` and keeps the
+probability the OCR gave to ``8``. A format is chosen only when its text stays about as probable as the
+unconstrained reading (``min_ratio``); a plate that would need any other change to fit keeps its reading
+and gets no format, so a format is never forced on plates that match none.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
+
+from anpr_edge.values import ListMatch
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+DIGITS = "0123456789"
+END = 0  # symbol 0 of the OCR output is the end token (see anpr_edge/ocr.py)
+
+# Look-alikes the OCR confuses, as (digit, letter). 7/T matters for Tunisian plates, whose Arabic word is
+# labelled T and sits where a digit would otherwise be.
+CONFUSABLE_PAIRS: tuple[tuple[str, str], ...] = (
+    ("0", "O"), ("1", "I"), ("8", "B"), ("5", "S"), ("2", "Z"), ("6", "G"), ("7", "T"),
+)
+CONFUSABLES: Mapping[str, str] = {a: b for pair in CONFUSABLE_PAIRS for a, b in (pair, pair[::-1])}
+
+# Expanded patterns per format; far beyond any real plate layout, it stops a typo such as A{1,12}A{1,12}.
+MAX_LAYOUTS = 512
+
+# Letters some countries never use in serials (they look like digits or each other).
+_FR = "[A-HJ-NP-TV-Z]"  # no I, O, U
+_IT = "[A-HJ-NPR-TV-Z]"  # no I, O, Q, U
+_ES = "[BCDFGHJKLMNPRSTVWXYZ]"  # consonants only (current series)
+
+# Shipped formats. Not exhaustive: a plate that fits none is reported as read, without a format.
+BUILTIN_FORMATS: Mapping[str, tuple[str, ...]] = {
+    # Most EU serials: letter and digit groups, e.g. AB123CD, B1234XY, 12ABC34.
+    "EU": ("L{1,3}D{1,4}L{1,3}", "D{1,4}L{1,3}D{1,3}", "L{1,3}D{2,5}"),
+    "FR": (f"{_FR}{{2}}-DDD-{_FR}{{2}}", "D{1,4}-L{2,3}-D{2}"),  # SIV (since 2009), FNI (old, dept. last)
+    "DE": ("L{1,3}-L{1,2}-D{1,4}[EH]?",),  # district, letters, digits, optional E (electric) / H (historic)
+    "ES": (f"DDDD-{_ES}{{3}}", "L{1,2}-DDDD-L{0,2}"),  # current national, old provincial
+    "IT": (f"{_IT}{{2}}-DDD-{_IT}{{2}}",),
+    "UK": ("LLDD-LLL", "LD{1,3}-LLL", "LLL-D{1,3}L"),  # current (2001), prefix, suffix
+    # Dutch side codes 1 to 14, all six characters.
+    "NL": ("LL-DD-DD", "DD-DD-LL", "DD-LL-DD", "LL-DD-LL", "LL-LL-DD", "DD-LL-LL", "DD-LLL-D",
+           "D-LLL-DD", "LL-DDD-L", "L-DDD-LL", "LLL-DD-L", "L-DD-LLL", "D-LL-DDD", "DDD-LL-D"),
+    "PL": ("LL-A{5}", "LLL-A{4}"),  # district code, then the serial
+    # Common US serials (the shared NYC crops: ABC1234, T123456C, 12345AB...). Vanity plates match none.
+    "US": ("LLLDDDD", "DLLLDDD", "LLLDDD", "DDDLLL", "DDDDDLL", "LDDDDDDL", "LDDLLL"),
+    "BR": ("LLL-DDDD",),  # before Mercosur
+    "BR-MERCOSUR": ("LLL-D-L-DD",),
+    # Tunisia: <digits> تونس <digits>, the Arabic word labelled T; the N series is digits then N.
+    "TN": ("D{2,3}[T]D{2,4}", "D{6}[N]"),
+    "GENERIC": ("A{2,10}",),  # anything plate-like: names the format, corrects nothing
+}
+
+
+# -------------------------------------------------------------------------------------------- patterns
+Layout = tuple[frozenset[str], ...]
+
+# One slot and its repeat, with the separators (spaces, dashes) around it.
+_TOKEN = re.compile(r"[\s-]*(?:(L|D|A)|\[([^\]]*)\])(?:\{(\d+)(?:,(\d+))?\}|(\?))?[\s-]*")
+
+
+def _char_set(body: str, pattern: str) -> frozenset[str]:
+    chars: set[str] = set()
+    i = 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            lo, hi = body[i], body[i + 2]
+            if lo > hi:
+                raise ValueError(f"pattern {pattern!r}: range {lo}-{hi} is backwards")
+            chars.update(chr(c) for c in range(ord(lo), ord(hi) + 1))
+            i += 3
+        else:
+            chars.add(body[i])
+            i += 1
+    bad = sorted(c for c in chars if c not in LETTERS + DIGITS)
+    if bad or not chars:
+        raise ValueError(f"pattern {pattern!r}: [{body}] must list upper-case letters or digits")
+    return frozenset(chars)
+
+
+@lru_cache(maxsize=256)
+def parse_pattern(pattern: str) -> tuple[Layout, ...]:
+    """Every fixed-length layout a pattern describes. ``ValueError`` names what is wrong with it."""
+    text = pattern.strip()
+    if not text.replace("-", "").strip():
+        raise ValueError("empty plate pattern")
+    slots: list[tuple[frozenset[str], int, int]] = []
+    pos = 0
+    while pos < len(text):
+        found = _TOKEN.match(text, pos)
+        if found is None or found.end() == pos:
+            raise ValueError(
+                f"pattern {pattern!r}: cannot read {text[pos:]!r} (slots are L, D, A or [chars], "
+                "optionally followed by {n}, {m,n} or ?)"
+            )
+        kind, body, low, high, optional = found.groups()
+        chars = {"L": frozenset(LETTERS), "D": frozenset(DIGITS), "A": frozenset(LETTERS + DIGITS)}.get(
+            kind or ""
+        ) or _char_set(body or "", pattern)
+        if optional:
+            n_min, n_max = 0, 1
+        elif low is not None:
+            n_min = int(low)
+            n_max = int(high) if high is not None else n_min
+        else:
+            n_min = n_max = 1
+        if n_max < n_min:
+            raise ValueError(f"pattern {pattern!r}: repeat {{{low},{high}}} is backwards")
+        slots.append((chars, n_min, n_max))
+        pos = found.end()
+    counts = [range(n_min, n_max + 1) for _, n_min, n_max in slots]
+    n_layouts = int(np.prod([len(c) for c in counts]))
+    if n_layouts > MAX_LAYOUTS:
+        raise ValueError(f"pattern {pattern!r} expands to {n_layouts} layouts (at most {MAX_LAYOUTS})")
+    layouts: dict[Layout, None] = {}  # ordered and without repeats
+    for repeat in itertools.product(*counts):
+        layout = tuple(chars for (chars, _, _), n in zip(slots, repeat) for _ in range(n))
+        if layout:
+            layouts[layout] = None
+    if not layouts:
+        raise ValueError(f"pattern {pattern!r} matches only the empty text")
+    return tuple(layouts)
+
+
+@dataclass(frozen=True)
+class PlateFormat:
+    """A named plate format: its patterns as written and every fixed-length layout they expand to."""
+
+    name: str
+    patterns: tuple[str, ...]
+    layouts: tuple[Layout, ...]
+
+    @classmethod
+    def parse(cls, name: str, patterns: Iterable[str]) -> PlateFormat:
+        patterns = tuple(patterns)
+        if not patterns:
+            raise ValueError(f"plate format {name!r} has no pattern")
+        layouts = tuple(dict.fromkeys(layout for p in patterns for layout in parse_pattern(p)))
+        return cls(name, patterns, layouts)
+
+    def matches(self, text: str) -> bool:
+        """Whether ``text`` fits one of the layouts as it is, without any correction."""
+        return any(
+            len(layout) == len(text) and all(c in slot for c, slot in zip(text, layout)) for layout in self.layouts
+        )
+
+
+def load_formats(names: Sequence[str], custom: Mapping[str, Sequence[str]] | None = None) -> tuple[PlateFormat, ...]:
+    """The formats named, in that order (the order breaks ties); ``custom`` adds or replaces formats."""
+    table: dict[str, Sequence[str]] = {**BUILTIN_FORMATS, **(custom or {})}
+    unknown = [name for name in names if name not in table]
+    if unknown:
+        raise ValueError(f"unknown plate format(s) {', '.join(unknown)}; known: {', '.join(sorted(table))}")
+    return tuple(PlateFormat.parse(name, table[name]) for name in dict.fromkeys(names))
+
+
+def text_format(text: str, formats: Sequence[PlateFormat]) -> str | None:
+    """The first format ``text`` fits as it is, or None."""
+    return next((f.name for f in formats if f.matches(text)), None)
+
+
+# ---------------------------------------------------------------------------------- constrained decoding
+@dataclass(frozen=True)
+class FormatChoice:
+    """The text chosen under the formats, and what it was chosen over.
+
+    ``char_probs`` has one entry per character of ``text``: its probability at that position, with a ruled
+    out look-alike's probability added when a format was chosen. ``probability`` is that of the whole
+    text, end token included; ``ratio`` is it over ``unconstrained_probability``.
+    """
+
+    text: str
+    format: str | None
+    char_probs: tuple[float, ...]
+    probability: float
+    unconstrained_text: str
+    unconstrained_probability: float
+
+    @property
+    def corrected(self) -> bool:
+        return self.text != self.unconstrained_text
+
+    @property
+    def ratio(self) -> float:
+        return self.probability / max(self.unconstrained_probability, 1e-300)
+
+
+def greedy_text(probs: np.ndarray, charset: str) -> tuple[str, tuple[float, ...], float]:
+    """(text, per-character probabilities, probability of text incl. its end token): argmax until the end."""
+    symbols = probs.argmax(axis=1)
+    ends = np.flatnonzero(symbols == END)
+    length = int(ends[0]) if len(ends) else len(symbols)
+    chars = tuple(float(probs[i, symbols[i]]) for i in range(length))
+    end_p = float(probs[length, END]) if length < len(probs) else 1.0
+    return "".join(charset[s - 1] for s in symbols[:length]), chars, float(np.prod(chars)) * end_p
+
+
+@dataclass(frozen=True)
+class _Slot:
+    members: np.ndarray  # symbol ids (charset index + 1) the slot allows
+    partners: np.ndarray  # per member: symbol id of its ruled-out look-alike, or 0 (the end token: none)
+
+
+def _slot(chars: frozenset[str], charset: str, confusables: Mapping[str, str]) -> _Slot:
+    members = [c for c in charset if c in chars]
+    partners = [confusables.get(c) for c in members]
+    return _Slot(
+        np.array([charset.index(c) + 1 for c in members], dtype=np.int64),
+        np.array([charset.index(p) + 1 if p and p in charset and p not in chars else 0 for p in partners], dtype=np.int64),
+    )
+
+
+def constrain(
+    probs: np.ndarray,
+    charset: str,
+    formats: Sequence[PlateFormat],
+    *,
+    min_ratio: float = 0.5,
+    confusables: Mapping[str, str] = CONFUSABLES,
+) -> FormatChoice:
+    """The best text under the formats if it is probable enough, else the unconstrained reading.
+
+    ``probs``: (max_len, 1 + len(charset)) per-position probabilities, symbol 0 the end token (one OCR read,
+    or a track's vote). Each layout's text is its position-wise best allowed character, look-alike mass
+    included, ended by the end token. Among layouts whose text is at least ``min_ratio`` times as probable
+    as the unconstrained reading, the one whose text the OCR itself found most probable wins (so a plate
+    that fits a format as read keeps it, rather than trading look-alikes for another format); ties go to
+    the earlier format.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] != len(charset) + 1:
+        raise ValueError(f"probabilities of shape {probs.shape} do not fit a charset of {len(charset)} plus end")
+    text, chars, probability = greedy_text(probs, charset)
+    fallback = FormatChoice(text, None, chars, probability, text, probability)
+    if not text:
+        return fallback
+    max_len = len(probs)
+    slots: dict[frozenset[str], _Slot] = {}
+    best: tuple[float, FormatChoice] | None = None
+    for plate_format in formats:
+        for layout in plate_format.layouts:
+            if len(layout) > max_len:
+                continue
+            picked, effective, plain = [], [], []
+            for i, chars_allowed in enumerate(layout):
+                slot = slots.get(chars_allowed) or slots.setdefault(chars_allowed, _slot(chars_allowed, charset, confusables))
+                if len(slot.members) == 0:
+                    break
+                row = probs[i]
+                mass = row[slot.members] + np.where(slot.partners > 0, row[slot.partners], 0.0)
+                k = int(mass.argmax())
+                picked.append(int(slot.members[k]))
+                effective.append(float(mass[k]))
+                plain.append(float(row[slot.members[k]]))
+            else:
+                end_p = float(probs[len(layout), END]) if len(layout) < max_len else 1.0
+                p_effective = float(np.prod(effective)) * end_p
+                if p_effective < min_ratio * probability:
+                    continue
+                p_plain = float(np.prod(plain)) * end_p
+                if best is None or p_plain > best[0]:
+                    candidate = FormatChoice(
+                        "".join(charset[s - 1] for s in picked),
+                        plate_format.name,
+                        tuple(effective),
+                        p_effective,
+                        text,
+                        probability,
+                    )
+                    best = (p_plain, candidate)
+    return fallback if best is None else best[1]
+
+
+# ------------------------------------------------------------------------------------ allow/deny lists
+def normalize_plate(text: str) -> str:
+    """A list entry as the OCR would report it: upper case letters and digits only (no spaces, dashes)."""
+    return "".join(c for c in text.upper() if c in LETTERS or c in DIGITS)
+
+
+@dataclass(frozen=True)
+class PlateLists:
+    """Allow and deny lists, matched with up to ``max_distance`` edits (Levenshtein).
+
+    A text matches the entry nearest to it; on a tie between the lists, deny wins (the safe answer).
+    """
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    max_distance: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_distance < 0:
+            raise ValueError(f"max_distance must be >= 0, got {self.max_distance}")
+        for name in ("allow", "deny"):
+            entries = tuple(dict.fromkeys(e for e in map(normalize_plate, getattr(self, name)) if e))
+            object.__setattr__(self, name, entries)
+
+    def match(self, text: str | None) -> ListMatch | None:
+        if not text:
+            return None
+        found: list[tuple[int, int, Literal["allow", "deny"], str]] = []
+        for rank, (name, entries) in enumerate((("deny", self.deny), ("allow", self.allow))):
+            if entries:
+                hit = process.extractOne(
+                    text, entries, scorer=Levenshtein.distance, score_cutoff=self.max_distance
+                )
+                if hit is not None:
+                    found.append((int(hit[1]), rank, name, hit[0]))  # type: ignore[arg-type]
+        if not found:
+            return None
+        distance, _, name, entry = min(found)
+        return ListMatch(name, entry, distance)

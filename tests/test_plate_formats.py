@@ -1,0 +1,154 @@
+"""Plate formats: patterns, format-constrained decoding with look-alikes, allow/deny lists."""
+
+from __future__ import annotations
+
+import pytest
+from fake_reads import CHARSET, char_probs
+
+from anpr_edge.config import FormatsConfig
+from anpr_edge.plate_formats import (
+    BUILTIN_FORMATS,
+    PlateFormat,
+    PlateLists,
+    constrain,
+    load_formats,
+    parse_pattern,
+    text_format,
+)
+from anpr_edge.values import ListMatch
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def fmt(*names: str) -> tuple[PlateFormat, ...]:
+    return load_formats(list(names))
+
+
+# ------------------------------------------------------------------------------------------- patterns
+def test_patterns_expand_to_fixed_layouts() -> None:
+    layouts = parse_pattern("L{1,2}-DDDD-[EH]?")
+    assert sorted(len(layout) for layout in layouts) == [5, 6, 6, 7]
+    (siv,) = parse_pattern("[A-HJ-NP-TV-Z]{2}-DDD-[A-HJ-NP-TV-Z]{2}")
+    assert "I" not in siv[0] and "O" not in siv[0] and "U" not in siv[0] and "H" in siv[0] and "J" in siv[0]
+    assert siv[2] == frozenset("0123456789")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [("", "empty"), ("LLX", "cannot read"), ("L{3,1}", "backwards"), ("[a-z]", "upper-case"), ("A{1,30}A{1,30}", "layouts"),
+     ("[Z-A]", "backwards"), ("L{0}", "only the empty")],
+)
+def test_bad_patterns_are_named(pattern: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_pattern(pattern)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("AB123CD", "FR"), ("BRA2E19", "BR-MERCOSUR"), ("ABC1234", "BR"), ("BD51SMR", "UK"), ("128T8086", "TN"),
+     ("123456N", "TN"), ("1234BCD", "ES"), ("7ABC123", "US"), ("XY12", None)],
+)
+def test_texts_fit_the_shipped_formats(text: str, expected: str | None) -> None:
+    formats = fmt("FR", "BR-MERCOSUR", "BR", "UK", "TN", "ES", "US")
+    assert text_format(text, formats) == expected
+
+
+def test_every_builtin_format_parses_and_has_an_example() -> None:
+    examples = {"EU": "AB123CD", "FR": "AB123CD", "DE": "BMW1234", "ES": "1234BCD", "IT": "AB123CD", "UK": "BD51SMR",
+                "NL": "12ABC3", "PL": "WA12345", "US": "ABC1234", "BR": "ABC1234", "BR-MERCOSUR": "BRA2E19",
+                "TN": "128T8086", "GENERIC": "X1"}
+    assert set(examples) == set(BUILTIN_FORMATS)
+    for name, text in examples.items():
+        assert PlateFormat.parse(name, BUILTIN_FORMATS[name]).matches(text), name
+
+
+def test_unknown_format_names_and_custom_formats() -> None:
+    with pytest.raises(ValueError, match="unknown plate format.*XX"):
+        load_formats(["FR", "XX"])
+    (custom,) = load_formats(["XX"], {"XX": ["DD-LLL"]})
+    assert custom.matches("12ABC") and not custom.matches("12AB3")
+
+
+def test_formats_config_is_validated() -> None:
+    assert FormatsConfig(regions=["FR", "MY"], custom={"MY": ["LLL-DDD"]}).regions == ["FR", "MY"]
+    with pytest.raises(ValueError, match="unknown plate format"):
+        FormatsConfig(regions=["ATLANTIS"])
+    with pytest.raises(ValueError, match="cannot read"):
+        FormatsConfig(custom={"MY": ["LL?X"]})
+
+
+# ------------------------------------------------------------------------------------- constraining
+def test_mercosur_look_alike_is_fixed() -> None:
+    # The OCR reads ABC1D23 as A8C1D23, quite sure of the 8: a digit cannot stand in a letter slot and 8
+    # looks like B, so the format takes the 8's probability for the B.
+    probs = char_probs("A8C1D23", alternatives={1: ("B", 0.05)})
+    choice = constrain(probs, CHARSET, fmt("BR-MERCOSUR"))
+    assert choice.text == "ABC1D23" and choice.format == "BR-MERCOSUR" and choice.corrected
+    assert choice.unconstrained_text == "A8C1D23"
+    assert choice.char_probs[1] == pytest.approx(0.9, abs=0.005)  # 0.85 for the 8 plus 0.05 for the B
+    assert choice.ratio > 1.0  # with the B's own 0.05, the fixed text is more probable than the read one
+
+
+def test_a_plate_matching_no_format_is_left_alone() -> None:
+    # A vanity plate: fits neither Brazilian format, and no look-alike swap would make it fit.
+    probs = char_probs("HELLO42")
+    choice = constrain(probs, CHARSET, fmt("BR", "BR-MERCOSUR"))
+    assert choice.text == "HELLO42" and choice.format is None and not choice.corrected
+
+
+def test_a_non_look_alike_change_is_not_forced() -> None:
+    # A4C1D23: a 4 in a letter slot has no look-alike; the best letter there is improbable, so no format.
+    probs = char_probs("A4C1D23")
+    choice = constrain(probs, CHARSET, fmt("BR-MERCOSUR"))
+    assert choice.text == "A4C1D23" and choice.format is None
+    # ... unless the OCR itself gave a letter a real chance there.
+    probs = char_probs("A4C1D23", alternatives={1: ("A", 0.4)})
+    choice = constrain(probs, CHARSET, fmt("BR-MERCOSUR"), min_ratio=0.5)
+    assert choice.text == "AAC1D23" and choice.format == "BR-MERCOSUR"
+    assert constrain(probs, CHARSET, fmt("BR-MERCOSUR"), min_ratio=0.95).format is None
+
+
+def test_a_plate_that_fits_as_read_keeps_its_format() -> None:
+    # ABC1234 fits BR as read; Mercosur would need 2 -> Z, which the look-alike rule makes as probable.
+    # The format the OCR's own reading fits wins, whatever the order.
+    probs = char_probs("ABC1234")
+    for order in (("BR-MERCOSUR", "BR"), ("BR", "BR-MERCOSUR")):
+        choice = constrain(probs, CHARSET, fmt(*order))
+        assert (choice.text, choice.format) == ("ABC1234", "BR")
+
+
+def test_tunisian_word_read_as_seven() -> None:
+    probs = char_probs("12878086", alternatives={3: ("T", 0.1)})
+    choice = constrain(probs, CHARSET, fmt("TN"))
+    assert (choice.text, choice.format) == ("128T8086", "TN")
+
+
+def test_length_is_not_changed_by_a_format() -> None:
+    # A6-character read never becomes a 7-character Mercosur plate.
+    probs = char_probs("ABC1D2")
+    choice = constrain(probs, CHARSET, fmt("BR-MERCOSUR"))
+    assert choice.text == "ABC1D2" and choice.format is None
+
+
+def test_empty_reading_and_no_formats() -> None:
+    assert constrain(char_probs(""), CHARSET, fmt("GENERIC")).text == ""
+    assert constrain(char_probs("AB123CD"), CHARSET, ()).format is None
+
+
+# ------------------------------------------------------------------------------------------------- lists
+def test_list_matches_with_edit_distance() -> None:
+    lists = PlateLists(allow=("AB-123-CD", "XY 999 ZZ"), deny=("FR000XX",), max_distance=1)
+    assert lists.allow == ("AB123CD", "XY999ZZ")  # entries normalised like the OCR's text
+    assert lists.match("AB123CD") == ListMatch("allow", "AB123CD", 0)
+    assert lists.match("AB128CD") == ListMatch("allow", "AB123CD", 1)
+    assert lists.match("AB12CD") == ListMatch("allow", "AB123CD", 1)  # a dropped character
+    assert lists.match("AB183CE") is None  # two edits
+    assert lists.match("FR000XY") == ListMatch("deny", "FR000XX", 1)
+    assert lists.match(None) is None and lists.match("") is None
+    assert PlateLists(allow=("AB123CD",), max_distance=0).match("AB123CE") is None
+
+
+def test_nearest_entry_wins_and_deny_wins_ties() -> None:
+    lists = PlateLists(allow=("AB123CD", "AB123CE"), deny=("AB123CF",), max_distance=2)
+    assert lists.match("AB123CE") == ListMatch("allow", "AB123CE", 0)
+    assert lists.match("AB123CX") == ListMatch("deny", "AB123CF", 1)  # one edit from all three
