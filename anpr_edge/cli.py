@@ -25,6 +25,7 @@ from anpr_edge import __version__
 from anpr_edge.argtypes import positive_int
 from anpr_edge.config import AppConfig, default_config, load_config
 from anpr_edge.errors import AnprError, ConfigError, SourceError
+from anpr_edge.images import ImageError, load_image
 from anpr_edge.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -59,24 +60,6 @@ def iter_image_paths(targets: Sequence[str]) -> Iterator[Path]:
             yield path
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file; ``ValueError`` with a reason for a missing, unreadable or non-image file."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except FileNotFoundError:
-        raise ValueError("file not found") from None
-    except IsADirectoryError:
-        raise ValueError("is a directory") from None
-    except PermissionError:
-        raise ValueError("not readable (permissions)") from None
-    except OSError as error:
-        raise ValueError(f"cannot read: {error.strerror or error}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise ValueError("not an image OpenCV can decode" if data.size else "empty file")
-    return image
-
-
 def _process_files(
     targets: Sequence[str],
     as_json: bool,
@@ -86,8 +69,8 @@ def _process_files(
     failed = 0
     for path in iter_image_paths(targets):
         try:
-            image = read_image(path)
-        except ValueError as error:
+            image = load_image(path)
+        except ImageError as error:
             failed += 1
             if as_json:
                 _emit({"file": str(path), "error": str(error)}, sys.stdout)
@@ -238,6 +221,74 @@ def cmd_train_ocr(args: argparse.Namespace) -> int:
     _emit({"onnx": str(result.onnx), "card": str(card) if card else None, "steps": result.steps,
            "minutes": round(result.seconds / 60, 1), "best_step": result.best_step,
            "exact_match": {k: round(v, 4) for k, v in result.val.items()}}, sys.stdout)
+    return 0
+
+
+def cmd_train_detector(args: argparse.Namespace) -> int:
+    from anpr_edge.train.det_card import evaluate_detector, load_manifest, write_model_card
+    from anpr_edge.train.det_train import DetTrainOptions, export_onnx, train_detector
+
+    options = DetTrainOptions(
+        model=args.model, imgsz=args.imgsz, batch=args.batch, minutes=args.minutes, epochs=args.epochs,
+        threads=args.threads, synthetic=args.synthetic, output=Path(args.output),
+        data_yaml=Path(args.data) if args.data else None, run_dir=Path(args.run_dir) if args.run_dir else None,
+        init_weights=Path(args.init_weights) if args.init_weights else None,
+    )
+    run_dir = options.resolved_run_dir()
+    if args.export_only:
+        hours = 0.0
+        try:
+            hours = float(json.loads((run_dir / "budget.json").read_text(encoding="utf-8"))["hours"])
+        except (OSError, ValueError, KeyError):
+            pass
+    else:
+        result = train_detector(options, resume=Path(args.resume) if args.resume else None)
+        run_dir, hours = result.run_dir, result.hours
+    weights = run_dir / "weights" / "best.pt"
+    onnx = export_onnx(weights, options.output, imgsz=options.imgsz)
+    reports = evaluate_detector(onnx, input_size=options.imgsz)
+    data_yaml = options.data_yaml
+    if data_yaml is None:
+        from anpr_edge.train.det_data import default_out_dir
+
+        data_yaml = default_out_dir(max(640, options.imgsz), options.seed, options.synthetic) / "data.yaml"
+    card = write_model_card(options, run_dir, onnx, hours=hours, reports=reports,
+                            data_manifest=load_manifest(data_yaml))
+    _emit({"onnx": str(onnx), "card": str(card), "weights": str(weights), "run_dir": str(run_dir),
+           "hours": round(hours, 3), "eval": [r.as_dict() for r in reports]}, sys.stdout)
+    return 0
+
+
+def cmd_eval_read(args: argparse.Namespace) -> int:
+    from anpr_edge.pipeline import PlateReader
+    from anpr_edge.read_eval import evaluate_read, format_table, read_scene_labels, shared_scene_sets
+
+    config = _config(args.config)
+    models = config.models
+    if args.detector:
+        if not Path(args.detector).is_file():
+            raise ConfigError(f"--detector: file not found: {args.detector}")
+        models = models.model_copy(update={"detector": models.detector.model_copy(
+            update={"path": Path(args.detector).resolve()})})
+    if args.input_size:
+        models = models.model_copy(update={"detector": models.detector.model_copy(
+            update={"input_size": args.input_size})})
+    config = config.model_copy(update={
+        "models": models, "inference": config.inference.model_copy(update={"threads": args.threads})})
+    sets = shared_scene_sets() if args.shared else []
+    sets += [(Path(p).parent.name or Path(p).stem, read_scene_labels(p)) for p in args.labels]
+    if not sets:
+        raise ConfigError("eval-read: give label CSV files and/or --shared")
+    reader = PlateReader.from_config(config)
+    reports = []
+    for name, scenes in sets:
+        report = evaluate_read(name, scenes, lambda image: reader.read([image])[0],
+                               min_confidence=config.models.ocr.min_confidence)
+        reports.append(report)
+        if args.json:
+            _emit(report.as_dict(), sys.stdout)
+    if not args.json:
+        sys.stdout.write(format_table(reports) + "\n")
     return 0
 
 
@@ -467,6 +518,44 @@ def build_parser() -> argparse.ArgumentParser:
     eval_ocr.add_argument("--baseline", choices=["tesseract"], help="also score a baseline OCR on the same crops")
     eval_ocr.add_argument("--json", action="store_true", help="JSON lines per set instead of a table")
     eval_ocr.set_defaults(handler=cmd_eval_ocr)
+
+    train_det = commands.add_parser(
+        "train-detector",
+        help="train the YOLO plate detector (ultralytics, offline) and export engines/plate_det.onnx",
+        description="Prepare (or reuse) the detector dataset, train an ultralytics model from its yaml within a "
+        "time budget (the schedule fits the budget), export ONNX. Needs the [train] extra; makes no network call.",
+    )
+    train_det.add_argument("--minutes", type=float, default=95.0, help="time budget (default 95)")
+    train_det.add_argument("--model", default="yolo11n.yaml", help="ultralytics model yaml (default yolo11n.yaml)")
+    train_det.add_argument("--imgsz", type=positive_int, default=320, help="training image size (default 320)")
+    train_det.add_argument("--batch", type=positive_int, default=32, help="batch size (default 32)")
+    train_det.add_argument("--epochs", type=positive_int, default=300, help="upper bound on epochs (default 300)")
+    train_det.add_argument("--threads", type=positive_int, default=2, help="PyTorch CPU threads (default 2)")
+    train_det.add_argument("--synthetic", type=int, default=2000, help="synthetic composites in the data (default 2000)")
+    train_det.add_argument("--data", metavar="DATA.yaml", help="a prepared dataset (default: prepare/reuse the cached one)")
+    train_det.add_argument("--run-dir", metavar="DIR", help="run folder (default <cache>/det-train/<model>-<imgsz>)")
+    train_det.add_argument("--init-weights", metavar="PT", help="start from these weights (a previous run's best.pt)")
+    train_det.add_argument("--resume", metavar="LAST.pt", help="resume an interrupted run from its last.pt")
+    train_det.add_argument("--output", default="engines/plate_det.onnx", metavar="ONNX", help="exported model path")
+    train_det.add_argument("--export-only", action="store_true", help="export the run's best.pt without training")
+    train_det.set_defaults(handler=cmd_train_detector)
+
+    eval_read = commands.add_parser(
+        "eval-read",
+        help="detector recall/precision and end-to-end exact match of `read` on labelled full images",
+        description="Score detector + crop + OCR on label CSVs of full images with boxes (file,text,xmin,ymin,xmax,"
+        "ymax or the tutorials' files,text,xmin,xmax,ymin,ymax; text optional) and/or the shared scene sets' fixed "
+        "splits (--shared): recall and precision at IoU 0.5, recall per plate width, FP per image, exact match, "
+        "median and p95 ms per image.",
+    )
+    eval_read.add_argument("labels", nargs="*", metavar="LABELS.csv", help="label CSV files")
+    eval_read.add_argument("--shared", action="store_true", help="the shared scene sets' val splits and the test set")
+    eval_read.add_argument("--config", metavar="FILE", help="YAML config (models, thresholds, crop)")
+    eval_read.add_argument("--detector", metavar="ONNX", help="detector model (default: config or bundled)")
+    eval_read.add_argument("--input-size", type=positive_int, metavar="PX", help="detector input size")
+    eval_read.add_argument("--threads", type=positive_int, default=1, help="inference threads (default 1)")
+    eval_read.add_argument("--json", action="store_true", help="JSON lines per set instead of a table")
+    eval_read.set_defaults(handler=cmd_eval_read)
 
     from anpr_edge.mqtt_cli import register as register_mqtt
     from anpr_edge.train.dataset_cli import register as register_dataset

@@ -152,7 +152,10 @@ def test_read_json_contract(tmp_path: Path, models: dict[str, Path]) -> None:
     assert bright["plates"] == [{"text": "A", "confidence": pytest.approx(1.0, abs=0.01), "box": [68.8, 34.4, 131.2, 65.6]}]
     assert records["dark.png"]["plates"][0]["text"] == "B"
     assert records["dark.png"]["plates"][0]["box"] == [18.8, 84.4, 81.2, 115.6]
-    assert records["broken.jpg"] == {"file": str(folder / "broken.jpg"), "error": "not an image OpenCV can decode"}
+    assert records["broken.jpg"] == {
+        "file": str(folder / "broken.jpg"),
+        "error": "not an image OpenCV can decode (corrupt, truncated or an unsupported format)",
+    }
     assert records["missing.jpg"]["error"] == "file not found"
     assert "broken.jpg" in result.stderr and "Traceback" not in result.stderr
 
@@ -174,7 +177,7 @@ def test_ocr_json_contract(tmp_path: Path, models: dict[str, Path]) -> None:
     assert [Path(r["file"]).name for r in records] == ["bright.jpg", "dark.png", "notes.txt"]
     assert records[0]["text"] == "A" and records[1]["text"] == "B"
     assert set(records[0]) == {"file", "text", "confidence", "ms"}
-    assert records[2]["error"] == "not an image OpenCV can decode"
+    assert records[2]["error"] == "not an image OpenCV can decode (corrupt, truncated or an unsupported format)"
 
 
 def make_clip(path: Path, frames: int = 30) -> Path:

@@ -1,0 +1,265 @@
+"""`anpr-edge eval-read`: the whole `read` path (detector + crop + OCR) scored on labelled full images.
+
+Per set: detector recall and precision at IoU 0.5 (greedy matching, best score first), recall per plate-width
+bin (< 40, 40-80, > 80 px in the stored image), false positives per image, end-to-end exact match where the
+labels have text (one image = one read: the image's most confident read against its labelled plate), and the
+median / p95 milliseconds per image of ``PlateReader.read`` (decoding the file is not counted).
+
+Labels: a CSV of full images with boxes, in either supported layout (``file,text,xmin,ymin,xmax,ymax`` or
+the tutorials' ``files,text,xmin,xmax,ymin,ymax``; ``text`` may be empty or absent for boxes-only sets);
+several rows for one file are several plates. ``--shared`` scores the fixed real splits of the shared scene
+sets: the validation split of each training set and the held-out fr-plate-scenes test set.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from anpr_edge.errors import ConfigError
+from anpr_edge.images import ImageError, load_image
+from anpr_edge.values import PlateRead
+
+Box = tuple[float, float, float, float]
+IOU_MATCH = 0.5
+WIDTH_BINS = (("<40", 0.0, 40.0), ("40-80", 40.0, 80.0), (">80", 80.0, float("inf")))
+BOX_COLUMNS = ("xmin", "ymin", "xmax", "ymax")
+
+
+@dataclass(frozen=True)
+class LabeledScene:
+    """A full image and its labelled plates (``texts[i]`` is None where the label has no text)."""
+
+    path: Path
+    boxes: tuple[Box, ...]
+    texts: tuple[str | None, ...]
+
+
+def width_bin(width: float) -> str:
+    return next(name for name, low, high in WIDTH_BINS if low <= width < high)
+
+
+def _canonical(text: str) -> str:
+    return "".join(ch for ch in text.upper() if ch.isalnum())
+
+
+def read_scene_labels(csv_path: str | Path) -> list[LabeledScene]:
+    """Scenes from a label CSV (see the module docstring); ``ConfigError`` naming the file and line otherwise."""
+    path = Path(csv_path)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = [(c or "").strip() for c in reader.fieldnames or []]
+            reader.fieldnames = header
+            rows = [(reader.line_num, row) for row in reader]
+    except FileNotFoundError:
+        raise ConfigError(f"label file not found: {path}") from None
+    except (IsADirectoryError, UnicodeDecodeError, csv.Error) as error:
+        raise ConfigError(f"{path}: not a readable label CSV ({error})") from None
+    file_column = next((c for c in ("file", "files") if c in header), None)
+    missing = [c for c in BOX_COLUMNS if c not in header]
+    if file_column is None or missing:
+        need = "a 'file' (or 'files') column" if file_column is None else f"box columns {', '.join(missing)}"
+        raise ConfigError(f"{path}: needs {need}; header is {','.join(header)!r}")
+    grouped: dict[str, list[tuple[Box, str | None]]] = defaultdict(list)
+    for line, row in rows:
+        name = (row.get(file_column) or "").strip()
+        if not name:
+            continue
+        try:
+            box = tuple(float((row.get(c) or "").strip()) for c in BOX_COLUMNS)
+        except ValueError:
+            raise ConfigError(f"{path}:{line}: box values must be numbers: {[row.get(c) for c in BOX_COLUMNS]}") from None
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise ConfigError(f"{path}:{line}: empty or inverted box {box}")
+        text = _canonical(row.get("text") or "") or None
+        grouped[name].append((box, text))  # type: ignore[arg-type]
+    if not grouped:
+        raise ConfigError(f"{path}: no labelled images")
+    return [
+        LabeledScene(path.parent / name, tuple(b for b, _ in plates), tuple(t for _, t in plates))
+        for name, plates in grouped.items()
+    ]
+
+
+def shared_scene_sets(root: Path | None = None) -> list[tuple[str, list[LabeledScene]]]:
+    """The fixed real evaluation splits: each training scene set's val split, and fr-plate-scenes (test)."""
+    from anpr_edge.train import det_data
+    from anpr_edge.train.datasets import datasets_root
+
+    root = root or datasets_root()
+    sets = []
+    for source, scenes in det_data.load_scenes(root).items():
+        texts = _fr_texts(root) if source == det_data.FR else {}
+        chosen = [s for s in scenes if det_data.scene_split(s) in ("val", "test")]
+        labelled = [
+            LabeledScene(s.path, tuple(s.boxes), tuple(texts.get(s.path.name) for _ in s.boxes)) for s in chosen
+        ]
+        split = "test" if source == det_data.FR else "val"
+        sets.append((f"{source} ({split})", labelled))
+    return sets
+
+
+def _fr_texts(root: Path) -> dict[str, str]:
+    labels = root / "fr-plate-scenes" / "labels.csv"
+    if not labels.is_file():
+        return {}
+    return {s.path.name: s.texts[0] for s in read_scene_labels(labels) if s.texts and s.texts[0]}
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of (N, 4) and (M, 4) xyxy boxes."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def match_detections(predicted: np.ndarray, truth: np.ndarray, threshold: float = IOU_MATCH) -> np.ndarray:
+    """For each true box, the index of the prediction matched to it (-1: missed).
+
+    Predictions are taken in the given order (best score first) and each claims the unclaimed true box it
+    overlaps most, if by ``threshold`` or more: the usual greedy rule of detection benchmarks.
+    """
+    matched = np.full(len(truth), -1, dtype=np.int64)
+    if len(predicted) == 0 or len(truth) == 0:
+        return matched
+    ious = iou_matrix(predicted, truth)
+    for p in range(len(predicted)):
+        candidates = np.where(matched < 0, ious[p], -1.0)
+        best = int(np.argmax(candidates))
+        if candidates[best] >= threshold:
+            matched[best] = p
+    return matched
+
+
+@dataclass
+class ReadEvalReport:
+    name: str
+    images: int = 0
+    failed_images: int = 0
+    plates: int = 0
+    found: int = 0
+    predictions: int = 0
+    false_positives: int = 0
+    by_width: dict[str, list[int]] = field(default_factory=lambda: {name: [0, 0] for name, _, _ in WIDTH_BINS})
+    text_images: int = 0
+    exact: int = 0
+    ms: list[float] = field(default_factory=list)
+    misses: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def recall(self) -> float:
+        return self.found / self.plates if self.plates else float("nan")
+
+    @property
+    def precision(self) -> float:
+        return (self.predictions - self.false_positives) / self.predictions if self.predictions else float("nan")
+
+    @property
+    def exact_match(self) -> float:
+        return self.exact / self.text_images if self.text_images else float("nan")
+
+    def ms_quantile(self, q: float) -> float:
+        if not self.ms:
+            return float("nan")
+        return float(np.quantile(np.asarray(self.ms), q))
+
+    def as_dict(self) -> dict[str, Any]:
+        def r(value: float) -> float | None:
+            return None if value != value else round(value, 4)
+
+        return {
+            "set": self.name,
+            "images": self.images,
+            "failed_images": self.failed_images,
+            "plates": self.plates,
+            "recall": r(self.recall),
+            "precision": r(self.precision),
+            "false_positives_per_image": r(self.false_positives / self.images if self.images else float("nan")),
+            "recall_by_width": {k: {"found": v[0], "plates": v[1], "recall": r(v[0] / v[1] if v[1] else float("nan"))}
+                                for k, v in self.by_width.items()},
+            "text_images": self.text_images,
+            "exact_match": r(self.exact_match),
+            "ms_median": r(statistics.median(self.ms) if self.ms else float("nan")),
+            "ms_p95": r(self.ms_quantile(0.95)),
+        }
+
+
+ReadFunction = Callable[[np.ndarray], list[PlateRead]]
+
+
+def evaluate_read(name: str, scenes: Sequence[LabeledScene], read: ReadFunction, *, progress: bool = True,
+                  min_confidence: float = 0.0) -> ReadEvalReport:
+    """Score ``read`` (one image -> its plate reads, best first) on ``scenes``."""
+    report = ReadEvalReport(name)
+    for scene in tqdm(scenes, desc=name, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True):
+        try:
+            image = load_image(scene.path)
+        except ImageError as error:
+            report.failed_images += 1
+            tqdm.write(f"{scene.path}: {error}", file=sys.stderr)
+            continue
+        started = time.perf_counter()
+        reads = read(image)
+        report.ms.append((time.perf_counter() - started) * 1000.0)
+        report.images += 1
+        predicted = np.array([r.box for r in reads if r.box is not None], dtype=np.float32).reshape(-1, 4)
+        truth = np.array(scene.boxes, dtype=np.float32).reshape(-1, 4)
+        matched = match_detections(predicted, truth)
+        report.plates += len(truth)
+        report.found += int((matched >= 0).sum())
+        report.predictions += len(predicted)
+        report.false_positives += len(predicted) - int((matched >= 0).sum())
+        for box, hit in zip(truth, matched):
+            cell = report.by_width[width_bin(float(box[2] - box[0]))]
+            cell[1] += 1
+            cell[0] += int(hit >= 0)
+            if hit < 0:
+                report.misses.append({"file": str(scene.path), "box": [round(float(v), 1) for v in box]})
+        labelled = [t for t in scene.texts if t]
+        if len(labelled) == 1:
+            report.text_images += 1
+            best = next((r for r in reads if r.text and r.confidence >= min_confidence), None)
+            report.exact += int(best is not None and best.text == labelled[0])
+    return report
+
+
+def _pct(value: float) -> str:
+    return "n/a" if value != value else f"{100 * value:.1f}%"
+
+
+def format_table(reports: Sequence[ReadEvalReport]) -> str:
+    """A Markdown table, one row per set (what docs/BENCHMARKS.md and the model card show)."""
+    bins = [name for name, _, _ in WIDTH_BINS]
+    head = ["set", "images", "plates", "recall@0.5", *[f"recall w{b}" for b in bins], "precision", "FP/img",
+            "exact match", "ms median", "ms p95"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rep in reports:
+        data = rep.as_dict()
+        widths = [
+            f"{_pct(v['recall'] if v['recall'] is not None else float('nan'))} ({v['found']}/{v['plates']})"
+            if v["plates"] else "-"
+            for v in data["recall_by_width"].values()
+        ]
+        cells = [rep.name, str(rep.images), str(rep.plates), _pct(rep.recall), *widths, _pct(rep.precision),
+                 f"{data['false_positives_per_image']:.2f}" if data["false_positives_per_image"] is not None else "n/a",
+                 f"{_pct(rep.exact_match)} ({rep.exact}/{rep.text_images})" if rep.text_images else "-",
+                 f"{data['ms_median']:.1f}" if data["ms_median"] is not None else "n/a",
+                 f"{data['ms_p95']:.1f}" if data["ms_p95"] is not None else "n/a"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
