@@ -365,12 +365,13 @@ class _StopFlag:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from anpr_edge.pipeline import PlateReader
+    from anpr_edge.service import EventRouter, run_cameras
     from anpr_edge.sources import open_source
 
-    config = _config(args.config)
+    config = _run_config(args)
     setup_logging("DEBUG" if args.verbose else config.logging.level)
-    if not args.config:
-        log.info("no --config given: running the built-in demo (synthetic clip, results on stdout, no broker)")
+    if not args.config and not args.source:
+        log.info("no --config given: running the built-in demo (synthetic clip, events on stdout, no broker)")
     try:
         reader: PlateReader | None = PlateReader.from_config(config)
     except AnprError as error:
@@ -379,70 +380,58 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning("running sources only: frames are decoded and counted, no plates are read")
     stop = _StopFlag()
     stop.install()
-    sinks: list[TextIO] = [sys.stdout] if config.outputs.stdout else []
+    publisher = None
+    if config.mqtt.enabled:
+        from anpr_edge.publisher import MqttPublisher
+
+        publisher = MqttPublisher(config.mqtt, config.device_id).start()
+    sinks: list[Callable[[dict[str, Any]], None]] = []
+    # Events go to stdout when asked, and whenever there is no broker to take them.
+    if args.print_events or (config.outputs.stdout and publisher is None):
+        sinks.append(lambda payload: _emit(payload, sys.stdout))
+    jsonl = None
     if config.outputs.jsonl_file is not None:
         config.outputs.jsonl_file.parent.mkdir(parents=True, exist_ok=True)
-        sinks.append(open(config.outputs.jsonl_file, "a", encoding="utf-8"))  # noqa: SIM115 - closed below
+        jsonl = open(config.outputs.jsonl_file, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+        sinks.append(lambda payload: _emit(payload, jsonl))
     sources = {camera.id: open_source(camera) for camera in config.enabled_cameras}
-    failed = 0
     started = time.monotonic()
     try:
-        for camera_id, source in list(sources.items()):
-            try:
-                source.open()
-                log.info("camera '%s': opened %s", camera_id, source.spec)
-            except SourceError as error:
-                log.error("%s", error)
-                failed += 1
-                del sources[camera_id]
-        # Round-robin over the cameras; the concurrent service (a capture thread per camera, shared batched
-        # inference, reconnects) replaces this loop.
-        while sources and not stop.event.is_set():
-            for camera_id, source in list(sources.items()):
-                try:
-                    frame = source.read()
-                except SourceError as error:
-                    log.error("%s", error)
-                    failed += 1
-                    frame = None
-                if frame is None or (args.max_frames and source.stats.frames_read > args.max_frames):
-                    _log_camera_summary(camera_id, source, time.monotonic() - started)
-                    source.close()
-                    del sources[camera_id]
-                    continue
-                if reader is None:
-                    continue
-                (reads,) = reader.read([frame.image], camera_id=camera_id, frame_indices=[frame.index])
-                if reads:
-                    record = {
-                        "type": "reads",
-                        "camera": camera_id,
-                        "frame": frame.index,
-                        "time": round(frame.timestamp, 3),
-                        "plates": [
-                            {"text": r.text, "confidence": round(r.confidence, 4), "box": _round_box(r.box)}
-                            for r in reads
-                        ],
-                    }
-                    for sink in sinks:
-                        _emit(record, sink)
+        stats = run_cameras(config, sources, reader, EventRouter(config.device_id, publisher, sinks),
+                            stop=stop.event, max_frames=args.max_frames, publisher=publisher)
     finally:
-        for camera_id, source in sources.items():
-            _log_camera_summary(camera_id, source, time.monotonic() - started)
-            source.close()
-        for sink in sinks[1:] if config.outputs.stdout else sinks:
-            sink.close()
-    log.info("stopped after %.1f s", time.monotonic() - started)
-    return 1 if failed else 0
+        if publisher is not None:
+            publisher.close(timeout=5.0)  # what is not acknowledged by then stays in the outbox
+        if jsonl is not None:
+            jsonl.close()
+    log.info("stopped after %.1f s: %d frames, %d events, %d plate crops read (%d skipped: vote settled)",
+             time.monotonic() - started, sum(stats.frames.values()), sum(stats.events.values()), stats.ocr_reads,
+             stats.ocr_skipped)
+    return 1 if stats.failed_cameras else 0
 
 
-def _log_camera_summary(camera_id: str, source: FrameSource, elapsed: float) -> None:
-    stats = source.stats
-    rate = stats.frames_read / elapsed if elapsed > 0 else 0.0
-    log.info(
-        "camera '%s': %d frames processed in %.1f s (%.1f fps), %d dropped (stale), %d skipped (fps limit)",
-        camera_id, stats.frames_read, elapsed, rate, stats.frames_dropped, stats.frames_skipped,
-    )
+def _run_config(args: argparse.Namespace) -> AppConfig:
+    """The config for `run`, with the command-line overrides applied (and validated like the file)."""
+    config = _config(args.config)
+    updates: dict[str, Any] = {}
+    if args.source:
+        from pydantic import ValidationError
+
+        from anpr_edge.config import CameraConfig, _describe
+
+        try:
+            camera = CameraConfig.model_validate({"id": "cli", "source": args.source})
+        except ValidationError as error:
+            problems = "; ".join(_describe(item) for item in error.errors(include_url=False))
+            raise ConfigError(f"--source {args.source}: {problems}") from None
+        updates["cameras"] = [camera]
+    if args.realtime:
+        updates["cameras"] = [c.model_copy(update={"realtime": True}) for c in updates.get("cameras", config.cameras)]
+    if args.mqtt_url:
+        from anpr_edge.publisher import mqtt_config_from_url
+
+        updates["mqtt"] = mqtt_config_from_url(args.mqtt_url, config.mqtt)
+    return config.model_copy(update=updates) if updates else config
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -463,6 +452,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", metavar="FILE", help="YAML config (default: the built-in demo config)")
     run.add_argument("--max-frames", type=positive_int, metavar="N", help="stop each camera after N frames")
+    run.add_argument("--source", metavar="URI", help="process this one source instead of the configured cameras "
+                     "(a file, rtsp://..., /dev/videoN, or 'demo')")
+    run.add_argument("--mqtt-url", metavar="URL", help="publish to this broker, overriding the config: "
+                     "mqtt://[user[:password]@]host[:port] (mqtts:// for TLS)")
+    run.add_argument("--print-events", action="store_true",
+                     help="also print each event as a JSON line on stdout when publishing to MQTT")
+    run.add_argument("--realtime", action="store_true",
+                     help="play file sources at their native frame rate, as a camera would")
     run.set_defaults(handler=cmd_run)
 
     read = commands.add_parser(

@@ -56,6 +56,17 @@ class PlateReader:
     def from_config(cls, config: AppConfig) -> PlateReader:
         return cls(load_detector(config), load_recognizer(config), padding=config.crop.padding)
 
+    def read_detections(
+        self, image: np.ndarray, detections: Detections, *, camera_id: str = "", frame_index: int = -1
+    ) -> list[PlateRead]:
+        """Read the plates at ``detections`` (boxes in ``image`` pixels) in one OCR batch, in their order."""
+        crops = [
+            crop_plate(image, box, self.recognizer.crop_size, self.padding, camera_id=camera_id,
+                       frame_index=frame_index, detector_confidence=float(score))
+            for box, score in zip(detections.xyxy, detections.confidence)
+        ]
+        return self.recognizer.read_crops(crops) if crops else []
+
     def read(
         self,
         images: Sequence[np.ndarray],

@@ -188,16 +188,22 @@ def make_clip(path: Path, frames: int = 30) -> Path:
     return path
 
 
-def test_run_writes_reads_as_json_lines(tmp_path: Path, models: dict[str, Path]) -> None:
+def test_run_writes_one_event_per_passage(tmp_path: Path, models: dict[str, Path]) -> None:
+    """The constant detector sees one plate in every frame: one track, one passage, one event; once its
+    vote is settled the OCR stops reading it."""
+    from anpr_edge.events import validate_payload
+
     clip = make_clip(tmp_path / "gate.mp4")
     config = write_config(tmp_path, models, f"  - {{id: gate, source: {clip}, fps_limit: 5}}\n")
     config.write_text(config.read_text() + "outputs: {jsonl_file: out/results.jsonl}\n")
     result = cli("run", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    records = json_lines(result.stdout)
-    assert [r["frame"] for r in records] == [0, 5, 10, 15, 20, 25]
-    assert all(r["camera"] == "gate" and r["plates"][0]["text"] == "A" for r in records)
-    assert json_lines((tmp_path / "out" / "results.jsonl").read_text()) == records
+    (event,) = json_lines(result.stdout)
+    validate_payload(event)
+    assert event["camera"] == "gate" and event["text"] == "A" and event["seq"] == 1
+    assert event["reads"] == 3  # settled after 3 agreeing reads (voting.settle_reads), not read again
+    assert "6 frames, 1 events, 3 plate crops read (3 skipped" in result.stderr
+    assert json_lines((tmp_path / "out" / "results.jsonl").read_text()) == [event]
 
 
 def test_run_stops_cleanly_on_sigterm(tmp_path: Path, models: dict[str, Path]) -> None:
@@ -231,7 +237,7 @@ def test_run_reports_a_camera_that_cannot_open(tmp_path: Path, models: dict[str,
     result = cli("run", "--config", str(config))
     assert result.returncode == 1
     assert "camera 'usb'" in result.stderr and "device not found" in result.stderr
-    assert [r["camera"] for r in json_lines(result.stdout)] == ["ok", "ok", "ok"]  # the other camera ran
+    assert [r["camera"] for r in json_lines(result.stdout)] == ["ok"]  # the other camera ran: one passage
 
 
 @pytest.mark.slow
