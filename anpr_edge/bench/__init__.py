@@ -1,0 +1,12 @@
+"""Benchmarks of the whole system against the issues' targets (never imported at run time).
+
+Passages on video (issue 5):
+
+- ``sprites``: cars made from real plate photos, and the empty road they drive on;
+- ``passage_clips``: the labelled passage video set (deterministic from a seed, cached);
+- ``passage_score``: event-level scoring of a run against the ground truth (pure functions);
+- ``passage_bench``: runs the real ``run`` loop's per-frame step over the clips and the real traffic clips;
+- ``cli``: the ``anpr-edge bench-passages`` subcommand.
+
+MQTT delivery (issue 6): ``broker`` (a throw-away Mosquitto) and ``mqtt_bench`` (``anpr-edge bench-mqtt``).
+"""
