@@ -369,6 +369,17 @@ class MqttTlsConfig(Section):
         return self
 
 
+class HomeAssistantConfig(Section):
+    enabled: bool = Field(
+        False,
+        description="Publish Home Assistant MQTT discovery configs (retained, on each connect): one sensor per "
+        "camera showing its last plate.",
+    )
+    discovery_prefix: str = Field(
+        "homeassistant", pattern=r"^[^#+\s]+$", description="Home Assistant's MQTT discovery topic prefix."
+    )
+
+
 class MqttConfig(Section):
     enabled: bool = Field(False, description="Publish events to an MQTT broker.")
     host: str = Field("127.0.0.1", min_length=1, description="Broker host name or address.")
@@ -404,6 +415,9 @@ class MqttConfig(Section):
     )
     replay_rate: float = Field(
         20.0, gt=0, le=100_000, description="Backlog events sent per second after a reconnect (live events are not limited)."
+    )
+    home_assistant: HomeAssistantConfig = Field(
+        HomeAssistantConfig(), description="Home Assistant MQTT discovery (off by default)."
     )
 
     @model_validator(mode="after")

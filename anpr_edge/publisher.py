@@ -19,7 +19,9 @@ each connect and never logged.
 
 Topics: ``{prefix}/{device}/{camera}/plate`` (events, QoS ``mqtt.qos``), ``{prefix}/{device}/status``
 (retained ``online``/``offline``, ``offline`` is also the last will) and ``{prefix}/{device}/{camera}/status``
-(retained camera state, credentials redacted).
+(retained camera state, credentials redacted). With ``mqtt.home_assistant.enabled``, each (re)connect also
+publishes retained Home Assistant discovery configs: one sensor per camera (those given to
+``set_camera_status``) whose state is the last plate read.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import json
 import logging
 import queue
 import random
+import re
 import socket
 import ssl
 import threading
@@ -41,6 +44,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from anpr_edge import __version__
 from anpr_edge.config import MqttConfig
 from anpr_edge.errors import ConfigError
 from anpr_edge.events import event_to_payload, format_time
@@ -75,6 +79,44 @@ def camera_status_topic(prefix: str, device: str, camera: str) -> str:
 
 def decision_topic(prefix: str, camera: str) -> str:
     return f"{prefix}/{camera}/decision"
+
+
+# ------------------------------------------------------------------------------ Home Assistant discovery
+def _ha_id(text: str) -> str:
+    """Home Assistant's discovery topic levels allow only ``[A-Za-z0-9_-]``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
+
+
+def home_assistant_discovery(
+    discovery_prefix: str, prefix: str, device: str, camera: str
+) -> tuple[str, dict[str, Any]]:
+    """(topic, config) of the Home Assistant MQTT discovery message for one camera's last-plate sensor.
+
+    The sensor's state is the ``text`` of the last event on the camera's plate topic, its attributes the
+    whole event; it is available while the box's status topic says ``online``. ``unique_id`` depends only
+    on the device and camera ids, so Home Assistant keeps the entity (and its history) across restarts.
+    """
+    topic = f"{discovery_prefix}/sensor/{_ha_id(device)}/{_ha_id(camera)}_plate/config"
+    plates = plate_topic(prefix, device, camera)
+    config = {
+        "name": f"{camera} plate",
+        "unique_id": f"anpr_edge.{device}.{camera}.plate",  # camera ids have no dots: never ambiguous
+        "state_topic": plates,
+        "value_template": "{{ value_json.text }}",
+        "json_attributes_topic": plates,
+        "availability_topic": device_status_topic(prefix, device),
+        "payload_available": ONLINE,
+        "payload_not_available": OFFLINE,
+        "icon": "mdi:car",
+        "device": {
+            "identifiers": [device],
+            "name": device,
+            "model": "anpr-edge",
+            "manufacturer": "anpr-edge",
+            "sw_version": __version__,
+        },
+    }
+    return topic, config
 
 
 # ------------------------------------------------------------------------------------------------ URLs
@@ -245,6 +287,7 @@ class MqttPublisher:
         self._camera_status: dict[str, dict[str, Any]] = {}
         self._status_dirty: set[str] = set()
         # Owned by the sender thread:
+        self._discovered: set[str] = set()  # cameras whose HA discovery config went out on this connection
         self._client: mqtt.Client | None = None
         self._gen = 0
         self._connect_started = 0.0
@@ -531,6 +574,7 @@ class MqttPublisher:
         self._client.publish(device_status_topic(self.prefix, self.device_id), ONLINE, qos=1, retain=True)
         with self._status_lock:
             self._status_dirty.update(self._camera_status)
+        self._discovered.clear()  # and the discovery configs again (a restarted broker may have lost them)
 
     def _on_down(self, gen: int, reason: Any) -> None:
         if gen != self._gen or self._client is None:
@@ -608,6 +652,8 @@ class MqttPublisher:
             return
         dropped = self.outbox.dropped_total()
         for camera, status in dirty:
+            if self.config.home_assistant.enabled and camera not in self._discovered:
+                self._publish_discovery(camera)
             message = {"schema": 1, "device": self.device_id, **status, "dropped": dropped.get(camera, 0),
                        "time": format_time(time.time())}
             self._client.publish(
@@ -616,6 +662,13 @@ class MqttPublisher:
                 qos=1,
                 retain=True,
             )
+
+    def _publish_discovery(self, camera: str) -> None:
+        assert self._client is not None
+        topic, config = home_assistant_discovery(
+            self.config.home_assistant.discovery_prefix, self.prefix, self.device_id, camera)
+        self._client.publish(topic, json.dumps(config, ensure_ascii=False, separators=(",", ":")), qos=1, retain=True)
+        self._discovered.add(camera)
 
     def _housekeeping(self, now: float) -> None:
         if now - self._last_prune >= 60.0:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from mosquitto import Collector, Mosquitto, TestPki, make_test_pki, mosquitto_available
 
+import anpr_edge
 from anpr_edge.config import MqttConfig, MqttTlsConfig
 from anpr_edge.errors import ConfigError
 from anpr_edge.events import event_to_payload
@@ -28,6 +29,7 @@ from anpr_edge.outbox import Outbox
 from anpr_edge.publisher import (
     Backoff,
     MqttPublisher,
+    home_assistant_discovery,
     mqtt_config_from_url,
     parse_mqtt_url,
 )
@@ -117,6 +119,82 @@ def test_status_topics_are_retained_and_redacted(broker: Mosquitto, tmp_path: Pa
         assert "hunter2" not in text and "admin:***@10.0.0.5" in text
         publisher.close()
         assert late.wait_for(lambda c: c.on("box-1/status")[-1].payload == b"offline")
+
+
+# ------------------------------------------------------------------------------- Home Assistant
+def test_home_assistant_discovery_is_retained_and_sent_again_on_reconnect(tmp_path: Path) -> None:
+    # Not persistent: a restarted broker has lost every retained message, so only the publisher's
+    # re-announcement on reconnect brings the sensors back.
+    broker = Mosquitto(tmp_path / "broker").start()
+    cfg = config(broker.port, tmp_path, home_assistant={"enabled": True})
+    publisher = MqttPublisher(cfg, "gate-box.1")
+    publisher.set_camera_status("entrance", connected=True, fps=10.0)  # known before the first connect
+    publisher.start()
+    try:
+        assert publisher.wait_connected(10), publisher.last_error
+        publisher.set_camera_status("exit", connected=True)  # a camera that opens later
+        with Collector(broker.port, ("anpr/#",)) as plates:
+            sent = publisher.publish(event("entrance"))
+            assert plates.wait_for(lambda c: len(c.on("/plate")) >= 1)
+            plate = plates.plates()[0]
+        expected = {f"homeassistant/sensor/gate-box_1/{camera}_plate/config": camera for camera in ("entrance", "exit")}
+        for round_ in (1, 2):
+            with Collector(broker.port, ("homeassistant/#",)) as late:  # arrives later: retained messages only
+                assert late.wait_for(lambda c: len(c.messages) >= 2), late.messages
+                time.sleep(0.2)  # nothing more than one config per camera
+                assert sorted(m.topic for m in late.messages) == sorted(expected), round_
+                assert all(m.retain for m in late.messages)
+                configs = {m.topic: json.loads(m.payload) for m in late.messages}
+            if round_ == 1:
+                broker.stop()
+                broker.start()
+                assert eventually(lambda: publisher.stats().connects == 2 and publisher.connected, timeout=15)
+                with Collector(broker.port, ("homeassistant/#",)) as probe:  # sure they reached the broker
+                    assert probe.wait_for(lambda c: len(c.messages) >= 2)
+    finally:
+        publisher.close()
+        broker.stop()
+    for topic, camera in expected.items():
+        sensor = configs[topic]
+        assert sensor["state_topic"] == sensor["json_attributes_topic"] == f"anpr/gate-box.1/{camera}/plate"
+        assert sensor["value_template"] == "{{ value_json.text }}"
+        assert sensor["availability_topic"] == "anpr/gate-box.1/status"
+        assert (sensor["payload_available"], sensor["payload_not_available"]) == ("online", "offline")
+        assert sensor["unique_id"] == f"anpr_edge.gate-box.1.{camera}.plate"
+        assert sensor["device"]["identifiers"] == ["gate-box.1"] and sensor["device"]["model"] == "anpr-edge"
+        assert sensor["device"]["name"] == "gate-box.1" and sensor["device"]["sw_version"] == anpr_edge.__version__
+    assert plate["id"] == sent.id
+    try:
+        import jinja2  # Home Assistant's template engine, when installed: the state is the plate text
+    except ImportError:
+        pass
+    else:
+        template = configs[next(iter(expected))]["value_template"]
+        assert jinja2.Template(template).render(value_json=plate) == "AB123CD"
+
+
+def test_home_assistant_discovery_topic_follows_the_prefix() -> None:
+    topic, sensor = home_assistant_discovery("ha", "parking", "box", "cam-1")
+    assert topic == "ha/sensor/box/cam-1_plate/config"
+    assert sensor["state_topic"] == "parking/box/cam-1/plate" and sensor["availability_topic"] == "parking/box/status"
+
+
+def test_no_home_assistant_discovery_unless_enabled(broker: Mosquitto, tmp_path: Path) -> None:
+    with Collector(broker.port, ("#",)) as everything:
+        cfg = config(broker.port, tmp_path)
+        assert cfg.home_assistant.enabled is False
+        publisher = MqttPublisher(cfg, "box-1").start()
+        try:
+            publisher.set_camera_status("entrance", connected=True)
+            publisher.publish(event("entrance"))
+            assert publisher.wait_idle(10)
+            # The camera status goes out after where discovery would have been published.
+            assert everything.wait_for(lambda c: len(c.on("/entrance/status")) >= 1 and len(c.on("/plate")) >= 1)
+        finally:
+            publisher.close()
+        assert everything.wait_for(lambda c: c.on("box-1/status")[-1].payload == b"offline")
+        assert not [m.topic for m in everything.messages if m.topic.startswith("homeassistant/")]
+        assert {m.topic.split("/")[0] for m in everything.messages} == {"anpr"}
 
 
 def test_live_events_go_before_a_rate_limited_backlog(broker: Mosquitto, tmp_path: Path) -> None:
