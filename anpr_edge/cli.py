@@ -273,6 +273,9 @@ def cmd_eval_read(args: argparse.Namespace) -> int:
     if args.input_size:
         models = models.model_copy(update={"detector": models.detector.model_copy(
             update={"input_size": args.input_size})})
+    if args.confidence is not None:
+        models = models.model_copy(update={"detector": models.detector.model_copy(
+            update={"confidence": args.confidence})})
     config = config.model_copy(update={
         "models": models, "inference": config.inference.model_copy(update={"threads": args.threads})})
     sets = shared_scene_sets() if args.shared else []
@@ -550,15 +553,20 @@ def build_parser() -> argparse.ArgumentParser:
     eval_read.add_argument("--config", metavar="FILE", help="YAML config (models, thresholds, crop)")
     eval_read.add_argument("--detector", metavar="ONNX", help="detector model (default: config or bundled)")
     eval_read.add_argument("--input-size", type=positive_int, metavar="PX", help="detector input size")
+    eval_read.add_argument("--confidence", type=float, metavar="P", help="detector score threshold")
     eval_read.add_argument("--threads", type=positive_int, default=1, help="inference threads (default 1)")
     eval_read.add_argument("--json", action="store_true", help="JSON lines per set instead of a table")
     eval_read.set_defaults(handler=cmd_eval_read)
 
+    from anpr_edge.bench.cli import register as register_bench_passages
+    from anpr_edge.bench.mqtt_bench import register as register_bench_mqtt
     from anpr_edge.mqtt_cli import register as register_mqtt
     from anpr_edge.train.dataset_cli import register as register_dataset
 
     register_dataset(commands)
     register_mqtt(commands)
+    register_bench_passages(commands)
+    register_bench_mqtt(commands)
 
     check = commands.add_parser(
         "check-config",

@@ -269,3 +269,24 @@ def test_read_handles_odd_images(tmp_path: Path, models: dict[str, Path]) -> Non
         assert all("error" not in r for r in records.values())
     reads = {Path(r["file"]).name: r for r in json_lines(cli("read", "--json", "--config", str(config), str(folder)).stdout)}
     assert reads["deep.png"]["plates"][0]["text"] == "A"  # 16-bit bright is still bright after conversion
+
+
+@pytest.mark.slow
+def test_builtin_demo_with_the_bundled_models_reports_each_passage_once(tmp_path: Path) -> None:
+    """The Quick-start job end to end with the committed models: one event per car of the demo clip."""
+    from anpr_edge.demo_clip import default_demo_clip
+    from anpr_edge.events import validate_payload
+    from anpr_edge.paths import DETECTOR_MODEL, OCR_MODEL, bundled_model
+
+    if not (bundled_model(DETECTOR_MODEL).is_file() and bundled_model(OCR_MODEL).is_file()):
+        pytest.skip("the bundled models are not in this checkout")
+    env = {"ANPR_EDGE_CACHE_DIR": str(tmp_path / "cache")}
+    result = cli("run", env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    events = json_lines(result.stdout)
+    for event in events:
+        validate_payload(event)
+    truth = [plate.text for plate in default_demo_clip(tmp_path / "cache").plates]
+    texts = [event["text"] for event in events]
+    assert len(events) == len(truth)  # one event per passage, no duplicates, no phantom cars
+    assert sum(text in truth for text in texts) >= len(truth) - 1, (texts, truth)

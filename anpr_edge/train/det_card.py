@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import resource
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,6 @@ def write_model_card(options: DetTrainOptions, run_dir: Path, onnx: Path, *, hou
     except OSError:
         args = "(args.yaml not found)"
     size_mb = onnx.stat().st_size / 1e6
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     text = f"""# Model card: `{onnx.name}` (YOLO plate detector)
 
 Written by `anpr-edge train-detector` on {datetime.date.today().isoformat()}. Accuracy and speed below were
@@ -102,7 +100,7 @@ matching no labelled box. Caveat: `tn-plate-detection` labels one plate per imag
 and `andrewmvd-car-plates` leaves some background plates unlabelled, so their precision and FP/img are
 pessimistic (a spot-check of the FPs is in the notes below). Exact match is end to end (detector + crop +
 OCR; the image's most confident read against its label) where the labels have text (fr only). Times are
-`PlateReader.read` per image, decoding excluded; peak RSS of the evaluating process: {rss_mb:.0f} MB.
+`PlateReader.read` per image, decoding excluded.
 
 {format_table(reports)}
 
