@@ -6,6 +6,7 @@ import argparse
 import csv
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -159,14 +160,17 @@ def test_clip_truth_matches_the_frames(clip_set: list[pc.ClipTruth], fake_root: 
         for passage in clip.passages:
             assert passage.text in val_texts and passage.boxes
             assert passage.start_frame <= passage.first_frame <= passage.last_frame <= passage.end_frame
-            for frame, (x1, y1, x2, y2) in passage.boxes.items():
+            for frame, (x1, y1, x2, y2) in [*passage.boxes.items(), *passage.partial.items()]:
                 assert 0 <= x1 < x2 <= clip.width and 0 <= y1 < y2 <= clip.height
+            assert not set(passage.boxes) & set(passage.partial)
+            assert all(passage.start_frame <= f <= passage.end_frame for f in passage.partial)
             # The plates are white: the box of a fully visible, large enough plate is bright in the video.
             frame, box = max(passage.boxes.items(), key=lambda item: item[1][2] - item[1][0])
             x1, y1, x2, y2 = (int(round(v)) for v in box)
             inner = decoded[frame][y1 + 2 : y2 - 2, x1 + 2 : x2 - 2]
             assert inner.mean() > 140, (passage.id, frame, inner.mean())
         assert pc.load_clip_truth(clip.path.with_suffix(".json")) == clip
+    assert any(p.partial for c in clip_set for p in c.passages)  # plates leave through the bottom edge
     barrier = clip_set[0]
     returns = [p for p in barrier.passages if p.kind == "return"]
     assert len(returns) == 2
@@ -247,6 +251,24 @@ def test_duplicates_misses_wrong_texts_and_false_events_are_counted() -> None:
     assert (row.events, row.precision) == (5, 3 / 5)
     by_name = {r.name: r for r in summarize([score])}
     assert by_name["kind: return"].correct == 1 and by_name["kind: idle"].detected == 0
+
+
+def test_a_plate_boxed_inside_its_crop_margin_matches() -> None:
+    crop = passage("a", "AB123", range(0, 10), 10)  # box (10, 100, 90, 120): a crop with a margin
+    plate = ObservedEvent(text="AB123", start_frame=0, end_frame=9, box=(35.0, 105.0, 65.0, 115.0), emitted_frame=9)
+    assert match_events([crop], [plate]) == [0]  # IoU 0.19 only, but wholly inside the crop
+    stray = ObservedEvent(text="X", start_frame=0, end_frame=9, box=(80.0, 104.0, 120.0, 116.0), emitted_frame=9)
+    assert match_events([crop], [stray]) == [None]
+    loose = replace(plate, box=(0.0, 80.0, 110.0, 140.0))  # around the plate, 4 times its area
+    huge = replace(plate, box=(0.0, 0.0, 300.0, 200.0))  # around everything
+    assert match_events([crop], [loose, huge]) == [0, None]
+
+
+def test_a_plate_partly_out_of_the_frame_matches_its_visible_part() -> None:
+    leaving = replace(passage("a", "AB123", range(0, 10), 10), partial={10: (10.0, 170.0, 90.0, 180.0)})
+    assert leaving.box_at(10) == (10.0, 170.0, 90.0, 180.0) and leaving.box_at(11) is None
+    cut = ObservedEvent(text="AB123", start_frame=9, end_frame=10, box=(12.0, 171.0, 88.0, 180.0), emitted_frame=10)
+    assert match_events([leaving], [cut]) == [0]
 
 
 def test_voting_against_single_best_frame_uses_the_same_reads() -> None:

@@ -42,6 +42,7 @@ from anpr_edge.bench.passage_score import (
     ObservedTrack,
     ScoreRow,
     TrackRead,
+    event_dict,
     format_rows,
     latency_summary,
     score_clip,
@@ -254,8 +255,7 @@ class PassageBenchReport:
             "speed": self.speed.as_dict() if self.speed else None,
             "latency": self.latency.as_dict() if self.latency else None,
             "passages": [o.as_dict() for s in self.scores for o in s.outcomes],
-            "false_events": [{"clip": s.clip, "text": e.text, "start_frame": e.start_frame, "end_frame": e.end_frame}
-                             for s in self.scores for e in s.false_events],
+            "false_events": [{"clip": s.clip, **event_dict(e)} for s in self.scores for e in s.false_events],
             "traffic": [t.as_dict() for t in self.traffic],
             "notes": list(self.notes),
         }

@@ -23,8 +23,9 @@ edit of each other, so the event deduplication can only merge what really is the
 
 **Ground truth** (``ClipTruth``, a JSON file next to each clip): per passage the text, source set and
 image, kind (``drive`` / ``idle`` / ``return``), the frames the car is on screen, the frames the plate is
-fully visible and its box in each of them (exclusive right/bottom edges, frame pixels; a plate partly out
-of the frame or behind a nearer car has no box that frame).
+fully visible and its box in each of them (``boxes``: exclusive right/bottom edges, frame pixels), and the
+frames it is partly out of the frame with the box of its visible part (``partial``). A plate behind a
+nearer car has no box that frame.
 
 **Determinism and cache.** Clip ``i`` of seed ``s`` is drawn from ``default_rng([s, i])`` and the set's
 fixed permutations, so it does not depend on how many clips are asked for. ``passage_clip_set`` writes clips
@@ -60,7 +61,7 @@ from anpr_edge.train.datasets import SHARED_SETS, datasets_root, image_size, loa
 log = logging.getLogger("anpr_edge.bench")
 
 # Bump whenever the clips written for the same seed and options would change.
-VERSION = 1
+VERSION = 2
 SCENE_SET = "fr-plate-scenes"
 CLIP_SETS = (SCENE_SET, "us-nyc-plate-crops", "br-plate-crops", "tn-plate-crops")
 # A plate is "fully visible" only at full opacity, inside the frame and clear of nearer cars.
@@ -366,6 +367,11 @@ class PassageTruth:
     boxes: Mapping[int, Box]
     returns: str | None = None
     stop: tuple[int, int] | None = None
+    partial: Mapping[int, Box] = field(default_factory=dict)  # frame -> visible part, plate partly outside
+
+    def box_at(self, frame: int) -> Box | None:
+        """The plate's visible box at ``frame``, whole or partial (None: not visible)."""
+        return self.boxes.get(frame) or self.partial.get(frame)
 
     @property
     def first_frame(self) -> int:
@@ -404,7 +410,8 @@ def truth_to_json(truth: ClipTruth) -> dict[str, Any]:
             {"id": p.id, "text": p.text, "source": p.source, "image": p.image, "kind": p.kind, "lane": p.lane,
              "returns": p.returns, "stop": list(p.stop) if p.stop else None, "start_frame": p.start_frame,
              "end_frame": p.end_frame, "first_frame": p.first_frame, "last_frame": p.last_frame,
-             "boxes": {str(f): [round(v, 1) for v in b] for f, b in sorted(p.boxes.items())}}
+             "boxes": {str(f): [round(v, 1) for v in b] for f, b in sorted(p.boxes.items())},
+             "partial": {str(f): [round(v, 1) for v in b] for f, b in sorted(p.partial.items())}}
             for p in truth.passages
         ],
     }
@@ -426,6 +433,7 @@ def load_clip_truth(json_path: Path) -> ClipTruth:
                 start_frame=int(p["start_frame"]), end_frame=int(p["end_frame"]),
                 boxes={int(f): tuple(float(v) for v in b) for f, b in p["boxes"].items()},  # type: ignore[misc]
                 returns=p["returns"], stop=tuple(p["stop"]) if p["stop"] else None,  # type: ignore[arg-type]
+                partial={int(f): tuple(float(v) for v in b) for f, b in p["partial"].items()},  # type: ignore[misc]
             )
             for p in doc["passages"]
         ),
@@ -455,6 +463,7 @@ def render_frames(plan: ClipPlan, root: Path | None = None) -> tuple[Iterator[np
         if car.returns is not None:
             sprites[car.id] = sprites[car.returns]
     boxes: dict[str, dict[int, Box]] = {car.id: {} for car in plan.cars}
+    partial: dict[str, dict[int, Box]] = {car.id: {} for car in plan.cars}
     seen: dict[str, list[int]] = {car.id: [] for car in plan.cars}
     truth: list[PassageTruth] = []
 
@@ -484,8 +493,13 @@ def render_frames(plan: ClipPlan, root: Path | None = None) -> tuple[Iterator[np
             for k, (car, plate, _, opacity) in enumerate(drawn):
                 inside = plate[0] >= 0 and plate[1] >= 0 and plate[2] <= geo.width and plate[3] <= geo.height
                 hidden = any(_overlap(plate, other) for _, _, other, _ in drawn[k + 1 :])
-                if opacity >= 1.0 and inside and not hidden:
+                if opacity < 1.0 or hidden:
+                    continue
+                clipped = (max(plate[0], 0.0), max(plate[1], 0.0), min(plate[2], geo.width), min(plate[3], geo.height))
+                if inside:
                     boxes[car.id][f] = tuple(round(v, 1) for v in plate)  # type: ignore[assignment]
+                elif clipped[2] > clipped[0] + 1 and clipped[3] > clipped[1] + 1:
+                    partial[car.id][f] = tuple(round(v, 1) for v in clipped)  # type: ignore[assignment]
             lit = cv2.convertScaleAbs(frame, alpha=gain, beta=offset)
             plus, minus = noise_pairs[f % len(noise_pairs)]
             yield cv2.subtract(cv2.add(lit, plus), minus)
@@ -494,6 +508,7 @@ def render_frames(plan: ClipPlan, root: Path | None = None) -> tuple[Iterator[np
                 id=car.id, text=car.source.text, source=car.source.source, image=_relative(car.source.path, root),
                 kind=car.kind, lane=car.lane, start_frame=min(seen[car.id], default=-1),
                 end_frame=max(seen[car.id], default=-1), boxes=boxes[car.id], returns=car.returns, stop=car.stop,
+                partial=partial[car.id],
             ))
 
     return frames(), truth

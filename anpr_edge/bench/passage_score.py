@@ -4,7 +4,11 @@ Pure functions over what a run observed (``ObservedEvent``, ``ObservedTrack``) a
 (``passage_clips.PassageTruth``):
 
 - **Events to passages** (``match_events``): an event belongs to the passage whose plate box, in the frames
-  the event spans (its start to its end frame), overlaps the event's box most, by ``MATCH_IOU`` or more. The
+  the event spans (its start to its end frame; whole or partly out of the frame), overlaps the event's box
+  most (``overlap``: IoU of at least ``MATCH_IOU``; or at least ``MATCH_INSIDE`` of the event's box inside
+  the plate box, since a crop-set plate's box is the whole crop, a margin around the plate included, while
+  a detector boxes the plate; or the plate box inside an event box at most ``MAX_LOOSE_AREA`` times larger,
+  a loose box around the right plate, which makes the event about that passage whatever its text). The
   event's box is the box of its best read, a frame inside that span, so this is a match in time and space:
   two cars on the road at once, or the same car coming back later, are told apart. An event that matches no
   passage is a **false event**.
@@ -31,6 +35,8 @@ import numpy as np
 from anpr_edge.bench.passage_clips import Box, PassageTruth
 
 MATCH_IOU = 0.3
+MATCH_INSIDE = 0.7
+MAX_LOOSE_AREA = 9.0
 MIN_VISIBLE_FRAMES = 5
 LATENCY_TARGET_MS = 500.0
 
@@ -79,6 +85,20 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def overlap(box: Sequence[float], truth: Sequence[float]) -> float:
+    """How well a detected ``box`` matches a true plate box, 0..1: their IoU; or the share of ``box``
+    inside ``truth`` when at least ``MATCH_INSIDE`` (a plate boxed inside its crop's margin); or the share
+    of ``truth`` inside ``box`` when at least ``MATCH_INSIDE`` and ``box`` is at most ``MAX_LOOSE_AREA``
+    times larger (a loose box around the plate)."""
+    ix = max(0.0, min(box[2], truth[2]) - max(box[0], truth[0]))
+    iy = max(0.0, min(box[3], truth[3]) - max(box[1], truth[1]))
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    true_area = (truth[2] - truth[0]) * (truth[3] - truth[1])
+    inside = ix * iy / area if area > 0 else 0.0
+    around = ix * iy / true_area if true_area > 0 and area <= MAX_LOOSE_AREA * true_area else 0.0
+    return max(iou(box, truth), *(v for v in (inside, around) if v >= MATCH_INSIDE), 0.0)
+
+
 def scored(passage: PassageTruth) -> bool:
     return len(passage.boxes) >= MIN_VISIBLE_FRAMES
 
@@ -88,14 +108,14 @@ def match_events(passages: Sequence[PassageTruth], events: Sequence[ObservedEven
     """For each event, the index of its passage in ``passages`` (None: a false event)."""
     matches: list[int | None] = []
     for event in events:
-        best, best_iou = None, threshold
+        best, best_score = None, threshold
         for k, passage in enumerate(passages):
             if event.box is None:
                 continue
-            frames = [f for f in passage.boxes if event.start_frame <= f <= event.end_frame]
-            overlap = max((iou(event.box, passage.boxes[f]) for f in frames), default=0.0)
-            if overlap >= best_iou:
-                best, best_iou = k, overlap
+            frames = range(max(event.start_frame, 0), event.end_frame + 1)
+            score = max((overlap(event.box, b) for f in frames if (b := passage.box_at(f)) is not None), default=0.0)
+            if score >= best_score:
+                best, best_score = k, score
         matches.append(best)
     return matches
 
@@ -106,7 +126,7 @@ def assign_tracks(passages: Sequence[PassageTruth], tracks: Sequence[ObservedTra
     assigned: dict[int, list[ObservedTrack]] = defaultdict(list)
     for track in tracks:
         counts = [
-            sum(1 for f, box in track.boxes.items() if f in p.boxes and iou(box, p.boxes[f]) >= threshold)
+            sum(1 for f, box in track.boxes.items() if (b := p.box_at(f)) is not None and overlap(box, b) >= threshold)
             for p in passages
         ]
         if counts and max(counts) > 0:
@@ -170,9 +190,15 @@ class PassageOutcome:
     def as_dict(self) -> dict[str, object]:
         return {
             "clip": self.clip, "id": self.id, "text": self.text, "source": self.source, "kind": self.kind,
-            "events": [e.text for e in self.events], "correct": self.correct, "single_best": self.single_best,
+            "events": [event_dict(e) for e in self.events], "correct": self.correct, "single_best": self.single_best,
             "seconds_to_event": None if self.seconds_to_event is None else round(self.seconds_to_event, 2),
         }
+
+
+def event_dict(event: ObservedEvent) -> dict[str, object]:
+    return {"text": event.text, "start_frame": event.start_frame, "end_frame": event.end_frame,
+            "emitted_frame": event.emitted_frame, "early": event.early,
+            "box": None if event.box is None else [round(v, 1) for v in event.box]}
 
 
 @dataclass(frozen=True)
