@@ -269,6 +269,13 @@ class EventsConfig(Section):
         description="Emit a passage's event as soon as its vote is settled rather than when the track ends "
         "(a car waiting at a barrier gets its answer while it waits).",
     )
+    max_wait_s: float | None = Field(
+        3.0,
+        gt=0,
+        description="With events.early: a plate in view this long whose reads still disagree (say a band "
+        "read as a letter on every other frame) gets its event with the current vote anyway, so a car "
+        "waiting at a barrier is never left waiting; null waits for the track to end.",
+    )
     emit_unread: bool = Field(
         False, description="Also emit passages whose plate was not read: text null and a reason."
     )

@@ -245,7 +245,7 @@ class PassageBuilder:
             passage = self._passages[track.id]
             if passage.done:
                 self._remember(passage.text, track.last_seen)
-            elif track.confirmed and self.events.early and self._settled(passage):
+            elif track.confirmed and self.events.early and (self._settled(passage) or self._waited(passage)):
                 due += self._finish(passage, final=False)
         for track in self.tracker.ended:
             due += self._end(track)
@@ -283,6 +283,16 @@ class PassageBuilder:
             self._current_vote(passage),
             min_reads=self.voting.settle_reads,
             min_agreement=self.voting.settle_agreement,
+        )
+
+    def _waited(self, passage: _Passage) -> bool:
+        """In view for ``events.max_wait_s`` with enough reads to vote: answer now rather than never settle."""
+        limit = self.events.max_wait_s
+        track = passage.track
+        return (
+            limit is not None
+            and track.last_seen - track.first_seen >= limit
+            and passage.votes.count >= self.voting.settle_reads
         )
 
     def _see(self, passage: _Passage, frame: Frame, detections: Detections, det: int) -> None:

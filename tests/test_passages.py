@@ -149,6 +149,22 @@ def test_without_early_events_the_event_waits_for_the_track_end() -> None:
     assert [i for i, _ in out] == [25]
 
 
+def test_a_plate_whose_reads_never_agree_gets_its_event_after_max_wait() -> None:
+    """A car stopped at a barrier whose reads alternate between two texts never settles; after
+    events.max_wait_s in view it gets the current vote anyway, while it is still there."""
+    b = builder(events=EventsConfig(early=True, max_wait_s=2.0),
+                voting=VotingConfig(settle_reads=3, settle_agreement=0.9))
+    steps = [[(moving_box((200, 100), (0, 0), i), "CO378MH" if i % 2 else "LC0378MH")] for i in range(60)]
+    out = drive(b, steps + empty(8))
+    assert len(out) == 1
+    index, event = out[0]
+    assert index == 20  # 2.0 s at 10 fps after the first sighting, long before the car leaves (frame 60)
+    assert event.text in ("CO378MH", "LC0378MH") and event.reads >= 3
+    never = builder(events=EventsConfig(early=True, max_wait_s=None),
+                    voting=VotingConfig(settle_reads=3, settle_agreement=0.9))
+    assert [i for i, _ in drive(never, steps + empty(8))] == [65]  # only when the track ends
+
+
 def test_ocr_stops_on_settled_tracks() -> None:
     b = builder(events=EventsConfig(early=True), voting=VotingConfig(settle_reads=2, settle_agreement=0.5))
     other = (450, 300, 550, 325)
