@@ -421,7 +421,11 @@ class MqttConfig(Section):
         168.0, gt=0, le=87_600, description="Outbox bound: events older than this are dropped (counted)."
     )
     replay_rate: float = Field(
-        20.0, gt=0, le=100_000, description="Backlog events sent per second after a reconnect (live events are not limited)."
+        250.0,
+        gt=0,
+        le=100_000,
+        description="Backlog events sent per second after a reconnect (live events are not limited); 250/s "
+        "drains a 10,000-event backlog in 40 s while live events keep a few ms latency (bench-mqtt).",
     )
     home_assistant: HomeAssistantConfig = Field(
         HomeAssistantConfig(), description="Home Assistant MQTT discovery (off by default)."
