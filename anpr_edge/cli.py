@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import cv2
 import numpy as np
@@ -27,9 +27,6 @@ from anpr_edge.config import AppConfig, default_config, load_config
 from anpr_edge.errors import AnprError, ConfigError, SourceError
 from anpr_edge.images import ImageError, load_image
 from anpr_edge.logs import setup_logging
-
-if TYPE_CHECKING:
-    from anpr_edge.sources import FrameSource
 
 log = logging.getLogger("anpr_edge")
 

@@ -15,19 +15,10 @@ from dataclasses import replace
 
 from anpr_edge.argtypes import positive_int
 from anpr_edge.config import AppConfig, default_config, load_config
+from anpr_edge.argtypes import non_negative_int
 from anpr_edge.errors import ConfigError
 
 log = logging.getLogger("anpr_edge.bench")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0: {value}")
-    return value
 
 
 def bench_config(path: str | None, threads: int) -> AppConfig:
@@ -84,7 +75,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "the single best frame, duplicates, false events, early-event latency, frames/s and OCR reads skipped. "
         "--traffic adds the real traffic clips as a smoke test (events and their texts, no ground truth).",
     )
-    bench.add_argument("--clips", type=_count, default=6, metavar="N", help="labelled clips (default 6; 0: none)")
+    bench.add_argument("--clips", type=non_negative_int, default=6, metavar="N", help="labelled clips (default 6; 0: none)")
     bench.add_argument("--seed", type=int, default=1, metavar="S", help="clip set seed (default 1)")
     bench.add_argument("--traffic", action="store_true", help="also run the real clips in traffic-videos")
     bench.add_argument("--config", metavar="FILE", help="YAML config (models, tracking, voting, events, formats)")

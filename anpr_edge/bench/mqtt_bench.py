@@ -57,7 +57,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from anpr_edge import __version__
-from anpr_edge.argtypes import positive_int
+from anpr_edge.argtypes import non_negative_int, positive_float, positive_int
 from anpr_edge.bench.broker import Broker, BrokerError, mosquitto_available, mosquitto_version
 from anpr_edge.config import MqttConfig
 from anpr_edge.errors import AnprError, ConfigError
@@ -638,26 +638,6 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
-    return value
-
-
 def cmd_bench_mqtt(args: argparse.Namespace) -> int:
     result = run_mqtt_bench(
         events=args.events, backlog=args.backlog, rate=args.rate, burst=args.burst, replay_rate=args.replay_rate,
@@ -682,39 +662,18 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "event was lost, duplicated or invalid.",
     )
     bench.add_argument("--events", type=positive_int, default=500, metavar="N", help="live events (default 500)")
-    bench.add_argument("--backlog", type=_non_negative_int, default=10_000, metavar="N",
+    bench.add_argument("--backlog", type=non_negative_int, default=10_000, metavar="N",
                        help="events stored during the outage, then drained (default 10000; 0 skips it)")
-    bench.add_argument("--rate", type=_positive_float, default=10.0, metavar="PER_S",
+    bench.add_argument("--rate", type=positive_float, default=10.0, metavar="PER_S",
                        help="live events per second (default 10)")
     bench.add_argument("--burst", type=positive_int, default=5, metavar="N",
                        help="live events published back to back per burst (default 5)")
-    bench.add_argument("--replay-rate", type=_positive_float, default=250.0, metavar="PER_S",
+    bench.add_argument("--replay-rate", type=positive_float, default=250.0, metavar="PER_S",
                        help="mqtt.replay_rate for the drain (default 250; the config default is 20)")
     bench.add_argument("--max-inflight", type=positive_int, metavar="N", help="mqtt.max_inflight (default: config's)")
-    bench.add_argument("--crop-bytes", type=_non_negative_int, default=0, metavar="N",
+    bench.add_argument("--crop-bytes", type=non_negative_int, default=0, metavar="N",
                        help="include an N-byte crop JPEG in each event (default 0: no image)")
     bench.add_argument("--dir", metavar="DIR",
                        help="where the outbox lives (default: the temp folder); put it on the storage to measure")
     bench.add_argument("--json", action="store_true", help="print the measurements as JSON")
     bench.set_defaults(handler=cmd_bench_mqtt)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m anpr_edge.bench.mqtt_bench ...``: the command without the rest of the CLI."""
-    from anpr_edge.logs import setup_logging
-
-    parser = argparse.ArgumentParser(prog="anpr-edge")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(["bench-mqtt", *(sys.argv[1:] if argv is None else argv)])
-    setup_logging("INFO")
-    try:
-        return int(args.handler(args))
-    except AnprError as error:
-        sys.stderr.write(f"anpr-edge: error: {error}\n")
-        return error.exit_code
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
