@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from anpr_edge import __version__
-from anpr_edge.argtypes import positive_int
+from anpr_edge.argtypes import positive_float, positive_int
 from anpr_edge.config import AppConfig, default_config, load_config
 from anpr_edge.errors import AnprError, ConfigError, SourceError
 from anpr_edge.images import ImageError, load_image
@@ -209,11 +209,14 @@ def cmd_train_ocr(args: argparse.Namespace) -> int:
         updates["minutes"] = args.minutes
     if args.output is not None:
         updates["output"] = Path(args.output)
+    if args.lr is not None:
+        updates["lr"] = args.lr
     config = config.model_copy(update=updates)
     if args.export_only:
         result = export_checkpoint(config)
     else:
-        result = train_ocr(config, resume=args.resume, max_steps=args.max_steps)
+        result = train_ocr(config, resume=args.resume, max_steps=args.max_steps,
+                           init_weights=Path(args.init_weights) if args.init_weights else None)
     card = write_model_card(config, result) if result.onnx is not None else None
     _emit({"onnx": str(result.onnx), "card": str(card) if card else None, "steps": result.steps,
            "minutes": round(result.seconds / 60, 1), "best_step": result.best_step,
@@ -495,6 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_ocr.add_argument("--config", metavar="FILE", help="training YAML (default: the built-in recipe)")
     train_ocr.add_argument("--minutes", type=float, help="time budget (overrides the config)")
     train_ocr.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train_ocr.add_argument("--init-weights", metavar="MODEL",
+                           help="start from an earlier model: an ONNX exported by train-ocr (e.g. engines/ocr.onnx) "
+                                "or a best.pt/last.pt checkpoint (a new schedule; see --lr)")
+    train_ocr.add_argument("--lr", type=positive_float, help="peak learning rate (overrides the config)")
     train_ocr.add_argument("--output", metavar="ONNX", help="where to write the model (default engines/ocr.onnx)")
     train_ocr.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N steps (smoke runs)")
     train_ocr.add_argument("--export-only", action="store_true",

@@ -105,6 +105,19 @@ def test_training_lowers_loss_and_export_round_trips(tmp_path: Path, tiny_shared
     resumed = train_ocr(config, resume=True, max_steps=65, export=False, progress=False)
     assert resumed.steps == 65
 
+    # Continuing from the exported model (a later session has only the committed ONNX): step 0 scores what
+    # the exported model scored, and the new export records the whole training history.
+    continued_config = config.model_copy(update={"checkpoint_dir": tmp_path / "ckpt2", "output": tmp_path / "cont.onnx"})
+    continued = train_ocr(continued_config, max_steps=3, progress=False, init_weights=config.output)
+    assert continued.init_from == "ocr.onnx" and continued.prior_steps == 60
+    assert continued.history[0]["step"] == 0
+    start_score = continued.history[0]["us-nyc-plate-crops"]
+    assert start_score == pytest.approx(result.val["us-nyc-plate-crops"], abs=1e-9)
+    assert continued.best_score >= start_score
+    meta = ort.InferenceSession(str(tmp_path / "cont.onnx"), providers=["CPUExecutionProvider"]).get_modelmeta()
+    assert meta.custom_metadata_map["train_steps"] == "63"
+    assert meta.custom_metadata_map["continued_from"] == "ocr.onnx"
+
 
 def test_training_refuses_the_test_set(tmp_path: Path, tiny_shared: Path) -> None:
     from anpr_edge.errors import ConfigError

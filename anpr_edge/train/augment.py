@@ -2,7 +2,7 @@
 
 Real crops are already degraded by real cameras, so these are milder than the synthetic generator's
 degradations: small geometric changes (detector boxes are never exact), photometric changes (exposure,
-colour, IR-like grey), and camera artefacts (blur, noise, JPEG), each with its own probability.
+colour, IR-like grey), and camera artefacts (blur, motion blur, noise, JPEG), each with its own probability.
 """
 
 from __future__ import annotations
@@ -36,10 +36,23 @@ def _photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def _motion_blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Linear motion blur: cars moving during the exposure, mostly along the plate's rows."""
+    length = int(rng.integers(3, 10))
+    kernel = np.zeros((length, length), np.float32)
+    kernel[length // 2, :] = 1.0
+    angle = rng.normal(0.0, 20.0)
+    rotation = cv2.getRotationMatrix2D(((length - 1) / 2.0, (length - 1) / 2.0), angle, 1.0)
+    kernel = cv2.warpAffine(kernel, rotation, (length, length))
+    return cv2.filter2D(image, -1, kernel / max(float(kernel.sum()), 1e-6), borderType=cv2.BORDER_REPLICATE)
+
+
 def _camera(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.25:
         k = int(rng.choice([3, 5]))
         image = cv2.GaussianBlur(image, (k, k), 0)
+    elif rng.random() < 0.15:
+        image = _motion_blur(image, rng)
     if rng.random() < 0.15:  # low resolution: plates far away, scaled up by the crop
         height, width = image.shape[:2]
         factor = rng.uniform(0.3, 0.6)

@@ -65,7 +65,7 @@ class OcrDataSettings(Section):
         ["us-nyc-plate-crops", "br-plate-crops", "tn-plate-crops"], description="Shared crop sets to train on."
     )
     test_sets: list[str] = Field(["fr-plate-scenes"], description="Sets only scored at the end, never trained on.")
-    synthetic_samples: int = Field(40_000, ge=0, description="Size of the synthetic plate pool.")
+    synthetic_samples: int = Field(80_000, ge=0, description="Size of the synthetic plate pool.")
     synthetic_fraction: float = Field(0.5, ge=0.0, le=1.0, description="Share of synthetic crops in each batch.")
     padding: float = Field(0.15, ge=0.0, le=0.5, description="Crop padding around boxes, as at run time.")
 
@@ -293,6 +293,11 @@ class TrainResult:
     onnx: Path | None
     history: list[dict[str, float]]
     samples: dict[str, int]
+    # Where the weights started when the run continued an earlier model (``--init-weights``), with that
+    # model's own training steps and minutes (from its ONNX metadata or checkpoint).
+    init_from: str | None = None
+    prior_steps: int = 0
+    prior_minutes: float = 0.0
 
 
 def train_ocr(
@@ -302,6 +307,7 @@ def train_ocr(
     max_steps: int | None = None,
     export: bool = True,
     progress: bool = True,
+    init_weights: Path | None = None,
 ) -> TrainResult:
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
@@ -321,6 +327,7 @@ def train_ocr(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step, elapsed, best_score, best_step = 0, 0.0, -1.0, 0
     history: list[dict[str, float]] = []
+    lineage: dict[str, object] = {}
     last = checkpoints / "last.pt"
     if resume and last.is_file():
         state = torch.load(last, weights_only=False)
@@ -332,6 +339,9 @@ def train_ocr(
         history = state["history"]
         rng.bit_generator.state = state["rng"]
         log.info("resumed at step %d after %.1f min (best %.4f at step %d)", step, elapsed / 60, best_score, best_step)
+        lineage = state.get("lineage", lineage)
+    elif init_weights is not None:
+        lineage = _init_from(model, Path(init_weights), net_config, sampler)
     log.info("model: %d parameters, crop %dx%d, max_len %d", count_parameters(model), net_config.width,
              net_config.height, net_config.max_len)
 
@@ -358,9 +368,11 @@ def train_ocr(
         _save(last, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "model_config": net_config.to_dict(),
             "step": step, "elapsed": elapsed, "best_score": best_score, "best_step": best_step,
-            "history": history, "rng": rng.bit_generator.state,
+            "history": history, "rng": rng.bit_generator.state, "lineage": lineage,
         })
 
+    if lineage and step == 0:
+        validate()  # the starting point is a candidate: a continuation never exports a worse model
     model.train()
     while elapsed < budget and (max_steps is None or step < max_steps):
         started = time.monotonic()
@@ -397,11 +409,55 @@ def train_ocr(
     val_scores = {v.name: exact_match(model, v) for v in val_sets + test_sets if v.texts}
     onnx_path = None
     if export:
-        onnx_path = export_onnx(model, config.output, metadata={
-            "train_steps": str(step), "best_step": str(best_step), "train_minutes": f"{elapsed / 60:.1f}",
-        })
+        onnx_path = export_onnx(model, config.output, metadata=_run_metadata(step, best_step, elapsed, lineage))
     return TrainResult(step, elapsed, best_score, best_step, val_scores, onnx_path, history,
-                       {"real_train": len(real), "synthetic": len(synth[1]), **{f"val:{v.name}": len(v.texts) for v in val_sets + test_sets}})
+                       {"real_train": len(real), "synthetic": len(synth[1]), **{f"val:{v.name}": len(v.texts) for v in val_sets + test_sets}},
+                       **_lineage_fields(lineage))
+
+
+def _run_metadata(step: int, best_step: int, elapsed: float, lineage: dict[str, object]) -> dict[str, str]:
+    """ONNX metadata: this run's steps and minutes plus those of the models it continued, so the next
+    continuation (and the card) can state the whole training time."""
+    prior_steps, prior_minutes = int(lineage.get("prior_steps", 0)), float(lineage.get("prior_minutes", 0.0))  # type: ignore[arg-type]
+    return {
+        "train_steps": str(prior_steps + step), "best_step": str(prior_steps + best_step),
+        "train_minutes": f"{prior_minutes + elapsed / 60:.1f}",
+        **({"continued_from": str(lineage["from"])} if lineage else {}),
+    }
+
+
+def _lineage_fields(lineage: dict[str, object]) -> dict[str, object]:
+    if not lineage:
+        return {}
+    return {"init_from": str(lineage["from"]), "prior_steps": int(lineage["prior_steps"]),  # type: ignore[call-overload]
+            "prior_minutes": float(lineage["prior_minutes"])}  # type: ignore[arg-type]
+
+
+def _init_from(model: PlateOcrNet, path: Path, net_config: OcrModelConfig, sampler: BatchSampler) -> dict[str, object]:
+    """Load the starting weights of a continued run from an exported ONNX (``engines/ocr.onnx``) or a
+    checkpoint (``best.pt``/``last.pt``); returns the lineage recorded in the new model."""
+    if not path.is_file():
+        raise ConfigError(f"--init-weights {path}: no such file")
+    if path.suffix == ".onnx":
+        from anpr_edge.train.onnx_weights import load_onnx_weights, onnx_model_config, onnx_metadata, recalibrate_batchnorms
+
+        if onnx_model_config(path) != net_config:
+            raise ConfigError(f"--init-weights {path}: the model has another network config than this training config")
+        load_onnx_weights(model, path, export_onnx)
+        images, _ = sampler.next()
+        recalibrate_batchnorms(model, images)
+        meta = onnx_metadata(path)
+        prior_steps, prior_minutes = int(meta.get("train_steps", 0)), float(meta.get("train_minutes", 0.0))
+    else:
+        state = torch.load(path, weights_only=False)
+        if not isinstance(state, dict) or "model" not in state:
+            raise ConfigError(f"--init-weights {path}: not an anpr-edge OCR checkpoint or ONNX model")
+        if state.get("model_config") != net_config.to_dict():
+            raise ConfigError(f"--init-weights {path}: checkpoint was trained with another model config")
+        model.load_state_dict(state["model"])
+        prior_steps, prior_minutes = int(state.get("step", 0)), float(state.get("elapsed", 0.0)) / 60
+    log.info("starting from %s (%d steps, %.1f min of earlier training)", path, prior_steps, prior_minutes)
+    return {"from": path.name, "prior_steps": prior_steps, "prior_minutes": prior_minutes}
 
 
 def export_checkpoint(config: OcrTrainConfig) -> TrainResult:
@@ -419,13 +475,12 @@ def export_checkpoint(config: OcrTrainConfig) -> TrainResult:
     real, val_sets, test_sets = load_real_sets(config)
     synthetic = config.data.synthetic_samples
     val_scores = {v.name: exact_match(model, v) for v in val_sets + test_sets if v.texts}
-    onnx_path = export_onnx(model, config.output, metadata={
-        "train_steps": str(state["step"]), "best_step": str(state["best_step"]),
-        "train_minutes": f"{state['elapsed'] / 60:.1f}",
-    })
+    lineage = state.get("lineage", {})
+    onnx_path = export_onnx(model, config.output, metadata=_run_metadata(state["step"], state["best_step"], state["elapsed"], lineage))
     return TrainResult(state["step"], state["elapsed"], state["best_score"], state["best_step"], val_scores, onnx_path,
                        state["history"], {"real_train": len(real), "synthetic": synthetic,
-                                          **{f"val:{v.name}": len(v.texts) for v in val_sets + test_sets}})
+                                          **{f"val:{v.name}": len(v.texts) for v in val_sets + test_sets}},
+                       **_lineage_fields(lineage))
 
 
 # --------------------------------------------------------------------------------------------------- export
