@@ -195,6 +195,12 @@ class CameraConfig(Section):
     rtsp_transport: Literal["tcp", "udp"] = Field(
         "tcp", description="RTSP transport: tcp survives packet loss without smeared frames; udp has less latency."
     )
+    reconnect_min_s: float = Field(
+        1.0, gt=0, le=60, description="First reconnect delay after a live source fails; doubles per failure."
+    )
+    reconnect_max_s: float = Field(
+        30.0, gt=0, le=600, description="Longest reconnect delay (each delay is jittered by +-20%)."
+    )
     counting_line: CountingLineConfig | None = Field(
         None, description="Line that gives events a direction (in/out); without it only the motion angle."
     )
@@ -464,6 +470,24 @@ class OutputsConfig(Section):
 
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level (stderr).")
+    format: Literal["text", "json"] = Field(
+        "text",
+        description="text: one readable line per record; json: one JSON object per line on stderr (ts, "
+        "level, logger, msg, camera, exc) for journald, Loki and other log collectors. Credentials in URLs "
+        "are masked in both.",
+    )
+
+
+# ------------------------------------------------------------------------------- health and metrics
+class HttpConfig(Section):
+    enabled: bool = Field(True, description="Serve /healthz (JSON) and /metrics (Prometheus) over HTTP.")
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address to listen on: loopback by default, so only this box can read them; 0.0.0.0 "
+        "exposes health and metrics to the network (no authentication).",
+    )
+    port: int = Field(9108, ge=0, le=65535, description="TCP port (0: any free port, logged at start).")
 
 
 # -------------------------------------------------------------------------------------------- the app
@@ -484,6 +508,7 @@ class AppConfig(Section):
     mqtt: MqttConfig = MqttConfig()
     outputs: OutputsConfig = OutputsConfig()
     logging: LoggingConfig = LoggingConfig()
+    http: HttpConfig = HttpConfig()
 
     @field_validator("cameras", mode="after")
     @classmethod
