@@ -351,38 +351,50 @@ def cmd_demo_clip(args: argparse.Namespace) -> int:
     return 0
 
 
-class _StopFlag:
-    """Set by SIGINT/SIGTERM so the run loop finishes its frame and shuts down cleanly."""
+class _Signals:
+    """SIGINT/SIGTERM set ``stop`` (the service drains and exits); SIGHUP asks for a config reload."""
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.stop = threading.Event()
+        self.reload = threading.Event()
 
     def install(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
+            signal.signal(signum, self._handle_stop)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, self._handle_reload)
 
-    def _handle(self, signum: int, _frame: object) -> None:
+    def _handle_stop(self, signum: int, _frame: object) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
-        self.event.set()
+        self.stop.set()
+
+    def _handle_reload(self, _signum: int, _frame: object) -> None:
+        log.info("received SIGHUP: reloading the config")
+        self.reload.set()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from anpr_edge.metrics import ServiceMetrics
     from anpr_edge.pipeline import PlateReader
-    from anpr_edge.service import EventRouter, run_cameras
-    from anpr_edge.sources import open_source
+    from anpr_edge.sdnotify import SystemdNotifier
+    from anpr_edge.service import EventRouter, Service, model_versions
 
     config = _run_config(args)
-    setup_logging("DEBUG" if args.verbose else config.logging.level)
+    setup_logging("DEBUG" if args.verbose else config.logging.level, config.logging.format)
     if not args.config and not args.source:
         log.info("no --config given: running the built-in demo (synthetic clip, events on stdout, no broker)")
+    notifier = SystemdNotifier()
     try:
-        reader: PlateReader | None = PlateReader.from_config(config)
+        with notifier.extending(120.0):  # a first start may build TensorRT engines for minutes
+            reader: PlateReader | None = PlateReader.from_config(config)
     except AnprError as error:
         reader = None
         log.warning("%s", error)
         log.warning("running sources only: frames are decoded and counted, no plates are read")
-    stop = _StopFlag()
-    stop.install()
+    signals = _Signals()
+    signals.install()
+    versions = model_versions(reader)
+    metrics = ServiceMetrics(detector=versions.get("detector", "none"), ocr=versions.get("ocr", "none"))
     publisher = None
     if config.mqtt.enabled:
         from anpr_edge.publisher import MqttPublisher
@@ -397,12 +409,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.outputs.jsonl_file.parent.mkdir(parents=True, exist_ok=True)
         jsonl = open(config.outputs.jsonl_file, "a", encoding="utf-8")  # noqa: SIM115 - closed below
         sinks.append(lambda payload: _emit(payload, jsonl))
-    sources = {camera.id: open_source(camera) for camera in config.enabled_cameras}
+    service = Service(config, reader, EventRouter(config.device_id, publisher, sinks), publisher=publisher,
+                      metrics=metrics, notifier=notifier, max_frames=args.max_frames)
+    http = _start_http(config, metrics, service)
+
+    def reloaded() -> AppConfig | None:
+        if not signals.reload.is_set():
+            return None
+        signals.reload.clear()
+        try:
+            return _run_config(args)
+        except AnprError as error:  # a broken edit must not take the running cameras down
+            log.error("config reload failed, keeping the running config: %s", error)
+            return None
+
     started = time.monotonic()
     try:
-        stats = run_cameras(config, sources, reader, EventRouter(config.device_id, publisher, sinks),
-                            stop=stop.event, max_frames=args.max_frames, publisher=publisher)
+        stats = service.run(signals.stop, reloaded)
     finally:
+        if http is not None:
+            http.stop()
         if publisher is not None:
             publisher.close(timeout=5.0)  # what is not acknowledged by then stays in the outbox
         if jsonl is not None:
@@ -411,6 +437,23 @@ def cmd_run(args: argparse.Namespace) -> int:
              time.monotonic() - started, sum(stats.frames.values()), sum(stats.events.values()), stats.ocr_reads,
              stats.ocr_skipped)
     return 1 if stats.failed_cameras else 0
+
+
+def _start_http(config: AppConfig, metrics: Any, service: Any) -> Any:
+    """The /healthz and /metrics server, when enabled. A port already in use is logged, not fatal: losing
+    health and metrics must not stop plate events."""
+    if not config.http.enabled:
+        return None
+    from anpr_edge.health import HealthServer
+
+    server = HealthServer.from_config(config.http, metrics, service.health)
+    try:
+        server.start()
+    except ConfigError as error:
+        log.error("%s; running without /healthz and /metrics", error)
+        return None
+    log.info("health and metrics on %s (/healthz, /metrics)", server.url)
+    return server
 
 
 def _run_config(args: argparse.Namespace) -> AppConfig:
@@ -565,10 +608,12 @@ def build_parser() -> argparse.ArgumentParser:
     from anpr_edge.bench.cli import register as register_bench_passages
     from anpr_edge.bench.mqtt_bench import register as register_bench_mqtt
     from anpr_edge.mqtt_cli import register as register_mqtt
+    from anpr_edge.probe import add_parser as register_probe
     from anpr_edge.train.dataset_cli import register as register_dataset
 
     register_dataset(commands)
     register_mqtt(commands)
+    register_probe(commands)
     register_bench_passages(commands)
     register_bench_mqtt(commands)
 

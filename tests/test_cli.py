@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -229,15 +230,40 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: Path, models: dict[str, Path]) -
     assert all(json.loads(line) for line in stdout.splitlines())  # nothing half-written
 
 
-def test_run_reports_a_camera_that_cannot_open(tmp_path: Path, models: dict[str, Path]) -> None:
+def test_run_reports_a_camera_that_cannot_work(tmp_path: Path, models: dict[str, Path]) -> None:
+    """A file that is not a video fails for good (no retry); the other camera runs; exit status 1."""
     clip = make_clip(tmp_path / "ok.mp4", frames=3)
-    config = write_config(
-        tmp_path, models, f"  - {{id: ok, source: {clip}}}\n  - {{id: usb, source: /dev/video99, open_timeout_s: 1}}\n"
-    )
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"this is not a video" * 100)
+    config = write_config(tmp_path, models, f"  - {{id: ok, source: {clip}}}\n  - {{id: broken, source: {broken}}}\n")
     result = cli("run", "--config", str(config))
     assert result.returncode == 1
-    assert "camera 'usb'" in result.stderr and "device not found" in result.stderr
+    assert "camera 'broken'" in result.stderr and "cannot decode" in result.stderr
     assert [r["camera"] for r in json_lines(result.stdout)] == ["ok"]  # the other camera ran: one passage
+
+
+def test_run_keeps_retrying_a_missing_device_until_stopped(tmp_path: Path, models: dict[str, Path]) -> None:
+    """A live source that cannot open is retried with backoff (it may be plugged in later) while the
+    others run; SIGTERM then stops the daemon cleanly (exit 0: a requested stop is not a failure)."""
+    clip = make_clip(tmp_path / "ok.mp4", frames=3)
+    config = write_config(
+        tmp_path, models,
+        f"  - {{id: ok, source: {clip}}}\n"
+        "  - {id: usb, source: /dev/video99, open_timeout_s: 1, reconnect_min_s: 0.2, reconnect_max_s: 0.5}\n",
+    )
+    process = subprocess.Popen([sys.executable, "-m", "anpr_edge", "run", "--config", str(config)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = process.stdout.readline()  # the file camera's passage, while the device is being retried
+        assert json.loads(first)["camera"] == "ok"
+        time.sleep(1.5)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert err.count("camera 'usb'") >= 2 and "device not found" in err and "reconnecting in" in err
+    assert out == ""
 
 
 @pytest.mark.slow
