@@ -204,6 +204,31 @@ class CameraConfig(Section):
     counting_line: CountingLineConfig | None = Field(
         None, description="Line that gives events a direction (in/out); without it only the motion angle."
     )
+    roi: list[tuple[Fraction, Fraction]] | None = Field(
+        None,
+        min_length=3,
+        description="Region of interest: a polygon of [x, y] points as fractions of the frame; plates whose "
+        "box centre lies outside are ignored (parked cars, the other lane). None: the whole frame.",
+    )
+    confidence: Probability | None = Field(
+        None, description="Detector score threshold for this camera (overrides models.detector.confidence)."
+    )
+    min_text_confidence: Probability | None = Field(
+        None, description="Voted-text confidence below which a passage counts as unread, for this camera "
+        "(overrides events.min_confidence).",
+    )
+    formats: list[str] | None = Field(
+        None, description="Plate formats for this camera, in order of preference (overrides formats.regions).",
+    )
+
+    @model_validator(mode="after")
+    def _roi_is_an_area(self) -> CameraConfig:
+        if self.roi is not None:
+            points = self.roi
+            area = 0.5 * abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1])))
+            if area < 1e-4:
+                raise ValueError("roi: the polygon encloses no area (points in a line or repeated)")
+        return self
 
     @field_serializer("source")
     def _redacted_source(self, source: SourceSpec) -> str:
@@ -519,6 +544,39 @@ class AppConfig(Section):
                 raise ValueError(f"camera id '{camera.id}' is used twice; ids must be unique")
             seen.add(camera.id)
         return cameras
+
+    @model_validator(mode="after")
+    def _camera_formats_exist(self) -> AppConfig:
+        from anpr_edge.plate_formats import load_formats
+
+        for camera in self.cameras:
+            if camera.formats:
+                try:
+                    load_formats(camera.formats, self.formats.custom)
+                except ValueError as error:
+                    raise ValueError(f"cameras[{camera.id}].formats: {error}") from None
+        return self
+
+    def for_camera(self, camera_id: str) -> AppConfig:
+        """This config with the camera's own overrides applied to the global sections (detector threshold,
+        events.min_confidence, formats.regions): what that camera's passages run on."""
+        camera = next(c for c in self.cameras if c.id == camera_id)
+        updates: dict[str, object] = {}
+        if camera.min_text_confidence is not None:
+            updates["events"] = self.events.model_copy(update={"min_confidence": camera.min_text_confidence})
+        if camera.formats is not None:
+            updates["formats"] = self.formats.model_copy(update={"regions": camera.formats})
+        if camera.confidence is not None:
+            detector = self.models.detector.model_copy(update={"confidence": camera.confidence})
+            updates["models"] = self.models.model_copy(update={"detector": detector})
+        return self.model_copy(update=updates) if updates else self
+
+    @property
+    def detector_floor(self) -> float:
+        """The lowest detector threshold any enabled camera asks for: the shared detector runs at it and
+        each camera keeps what passes its own."""
+        return min([self.models.detector.confidence] +
+                   [c.confidence for c in self.enabled_cameras if c.confidence is not None])
 
     @property
     def enabled_cameras(self) -> list[CameraConfig]:

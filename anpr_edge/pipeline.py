@@ -35,7 +35,7 @@ def load_detector(config: AppConfig) -> PlateDetector:
     return PlateDetector(
         backend,
         input_size=settings.input_size,
-        confidence=settings.confidence,
+        confidence=config.detector_floor,  # each camera then keeps what passes its own threshold
         iou=settings.iou,
         max_detections=settings.max_detections,
     )

@@ -18,10 +18,13 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
 
 from anpr_edge import __version__
 from anpr_edge.camera_worker import Backoff, CameraState, CameraWorker
@@ -29,13 +32,12 @@ from anpr_edge.config import AppConfig, CameraConfig
 from anpr_edge.errors import AnprError
 from anpr_edge.events import event_to_payload
 from anpr_edge.passages import PassageBuilder
-from anpr_edge.values import Frame, PlateEvent
+from anpr_edge.values import Detections, Frame, PlateEvent
 
 if TYPE_CHECKING:
     from anpr_edge.metrics import ServiceMetrics
     from anpr_edge.pipeline import PlateReader
     from anpr_edge.sdnotify import SystemdNotifier
-    from anpr_edge.values import Detections
     from anpr_edge.publisher import MqttPublisher
     from anpr_edge.sources import FrameSource
 
@@ -140,7 +142,8 @@ class Service:
         self.workers[camera.id] = worker
         if self.reader is not None:
             self.builders[camera.id] = PassageBuilder.from_config(
-                self.config, camera.id, charset=self.reader.recognizer.charset, versions=self.versions)
+                self.config.for_camera(camera.id), camera.id, charset=self.reader.recognizer.charset,
+                versions=self.versions)
         worker.start()
 
     def stop_camera(self, camera_id: str, *, remove: bool = False) -> None:
@@ -238,12 +241,27 @@ class Service:
             builder = self.builders.get(frame.camera_id)
             if builder is None:
                 continue
+            detections = self._camera_filter(frame, detections)
             for event in _process(frame, self.reader, builder, self.stats, detections=detections, metrics=self.metrics):
                 self._emit(frame.camera_id, event)
             self._processed(frame.camera_id)
         if self.metrics is not None:
             self.metrics.observe_stage("end_to_end", (time.perf_counter() - began) / len(frames))
         return True
+
+    def _camera_filter(self, frame: Frame, detections: Detections) -> Detections:
+        """Keep the detections this camera wants: above its own threshold and centred in its ROI."""
+        camera = self.cameras.get(frame.camera_id)
+        if camera is None or not len(detections):
+            return detections
+        keep = np.ones(len(detections), bool)
+        if camera.confidence is not None:
+            keep &= detections.confidence >= camera.confidence
+        elif self.reader is not None and self.reader.detector.confidence < self.config.models.detector.confidence:
+            keep &= detections.confidence >= self.config.models.detector.confidence
+        if camera.roi is not None:
+            keep &= inside_roi(detections.xyxy, camera.roi, frame.image.shape[:2])
+        return detections if keep.all() else detections[keep]
 
     def _processed(self, camera_id: str) -> None:
         worker = self.workers.get(camera_id)
@@ -379,6 +397,14 @@ class Service:
         status = self._state if self._state != "running" else ("degraded" if degraded else "ok")
         return {"status": status, "uptime_s": round(now - self._started, 1), "cameras": cameras, "mqtt": mqtt,
                 "events": sum(self.stats.events.values())}
+
+
+def inside_roi(xyxy: np.ndarray, roi: Sequence[tuple[float, float]], shape: tuple[int, ...]) -> np.ndarray:
+    """Which boxes have their centre inside the polygon ``roi`` (fractions of a frame of ``shape``)."""
+    height, width = shape[:2]
+    polygon = np.array([[x * width, y * height] for x, y in roi], np.float32).reshape(-1, 1, 2)
+    centres = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2], axis=1)
+    return np.array([cv2.pointPolygonTest(polygon, (float(x), float(y)), False) >= 0 for x, y in centres], bool)
 
 
 def run_cameras(
