@@ -260,6 +260,17 @@ class TrackingConfig(Section):
         le=10_000,
         description="Processed frames a track may go unseen (occlusion) before it ends and its event is due.",
     )
+    fragment_hold_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=30.0,
+        description="A short track (fewer than fragment_max_hits detections, vote not settled) that ends is "
+        "held this long: a track that starts near where it ended absorbs it (a small plate detected on and "
+        "off as it enters, then steadily), so one car gives one event. 0: every track is its own passage.",
+    )
+    fragment_max_hits: int = Field(
+        8, ge=1, le=1000, description="Tracks with fewer detections than this may be fragments (see fragment_hold_s)."
+    )
 
 
 def _monotone_points(points: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:

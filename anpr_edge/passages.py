@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -127,6 +128,20 @@ class _Passage:
     text: str | None = None  # the text it was reported (or suppressed) with, for deduplication
     best_read: _Best | None = None
     best_seen: _Best | None = None
+    # Short tracks that ended just before this one started, near where it started: probably the same
+    # plate (detected on and off while small). Merged into this passage when it finishes if the texts agree.
+    fragments: list[_Passage] = field(default_factory=list)
+    merged: bool = False  # the agreeing fragments' reads were added to this passage's votes
+
+    @property
+    def first_seen(self) -> float:
+        return min([self.track.first_seen] + [f.first_seen for f in self.fragments])
+
+
+# Fragment texts within this edit distance of the passage's text are the same plate misread while small.
+FRAGMENT_MAX_DISTANCE = 2
+# A fragment may be picked up by a track starting within this many plate widths of where it was last seen.
+FRAGMENT_MAX_SHIFT = 3.0
 
 
 class PassageBuilder:
@@ -157,7 +172,8 @@ class PassageBuilder:
         self.versions = dict(versions or {})
         self.crop_padding = crop_padding
         self.write_file = write_file
-        self.tracker = PlateTracker(tracking or TrackingConfig())
+        self.tracking = tracking or TrackingConfig()
+        self.tracker = PlateTracker(self.tracking)
         self.calibration = (
             Calibration(tuple(self.voting.calibration)) if self.voting.calibration else DEFAULT_CALIBRATION
         )
@@ -166,6 +182,7 @@ class PassageBuilder:
         self._salt = self.events.effective_salt() if self.events.hash_text else b""
         self._crop_dir = self.events.crop_dir or default_outbox_path().parent / "crops"
         self._passages: dict[int, _Passage] = {}
+        self._held: list[_Passage] = []  # ended short tracks that a following track may absorb
         self._recent: dict[str, float] = {}  # text -> last sighting of a passage with it (deduplication)
         self._frame_size: tuple[int, int] | None = None
 
@@ -231,6 +248,7 @@ class PassageBuilder:
             passage = self._passages.get(track.id)
             if passage is None:
                 passage = self._passages[track.id] = _Passage(track, VoteAccumulator(self.charset))
+                self._adopt_fragment(passage)
             passage.track = track
             if track.detection is not None:
                 by_detection[track.detection] = passage
@@ -249,6 +267,7 @@ class PassageBuilder:
                 due += self._finish(passage, final=False)
         for track in self.tracker.ended:
             due += self._end(track)
+        due += self._release_fragments(frame.timestamp)
         self._forget(frame.timestamp)
         return due
 
@@ -256,11 +275,90 @@ class PassageBuilder:
         """End every passage (end of stream) and return their events."""
         due: list[PlateEvent] = []
         for track in self.tracker.flush():
-            due += self._end(track)
+            due += self._end(track, holding=False)
+        return due + self._release_fragments(None)
+
+    # -------------------------------------------------------------------------------------- fragments
+    def _is_fragment(self, passage: _Passage) -> bool:
+        return (
+            self.tracking.fragment_hold_s > 0
+            and passage.track.hits < self.tracking.fragment_max_hits
+            and not passage.fragments
+        )
+
+    def _adopt_fragment(self, passage: _Passage) -> None:
+        """A new track takes the nearest short track that was lost shortly before it started, near where it
+        starts: one already ended (held) or one the tracker still keeps as lost but failed to match (its
+        velocity, estimated from a few frames, predicted the plate elsewhere)."""
+        if self.tracking.fragment_hold_s <= 0:
+            return
+        track = passage.track
+        lost = [
+            p for p in self._passages.values()
+            if p is not passage and not p.done and not p.fragments and p.track.confirmed
+            and p.track.detection is None and p.track.hits < self.tracking.fragment_max_hits
+        ]
+        best, best_shift = None, FRAGMENT_MAX_SHIFT
+        for fragment in self._held + lost:
+            gap = track.first_seen - fragment.track.last_seen
+            if not 0 < gap <= self.tracking.fragment_hold_s:
+                continue
+            (fx, fy), (tx, ty) = fragment.track.center, track.center
+            width = max(track.box[2] - track.box[0], fragment.track.box[2] - fragment.track.box[0], 1.0)
+            shift = float(np.hypot(tx - fx, ty - fy)) / width
+            if shift <= best_shift:
+                best, best_shift = fragment, shift
+        if best is None:
+            return
+        if best in self._held:
+            self._held.remove(best)
+        else:
+            best.done = True  # its track lives on in the tracker, but it is this passage's now: no event of its own
+        passage.fragments.append(best)
+
+    def _release_fragments(self, now: float | None) -> list[PlateEvent]:
+        """Held fragments nobody took within the hold time are passages of their own."""
+        due: list[PlateEvent] = []
+        for fragment in list(self._held):
+            if now is None or now - fragment.track.last_seen > self.tracking.fragment_hold_s:
+                self._held.remove(fragment)
+                due += self._finish(fragment, final=True)
         return due
 
+    def _merge_fragments(self, passage: _Passage) -> list[PlateEvent]:
+        """Fold the passage's fragments into it when their text agrees (or they have none); a fragment
+        that reads as another plate is reported on its own. Returns those separate events."""
+        separate: list[PlateEvent] = []
+        if not passage.fragments or passage.merged:
+            return separate
+        passage.merged = True
+        own = self._current_vote(passage)
+        for fragment in passage.fragments:
+            theirs = self._current_vote(fragment)
+            # A few reads of a small, distant plate are weak evidence: only a settled fragment that reads as
+            # another plate is kept apart.
+            same = (
+                theirs is None or not theirs.text or own is None or not own.text
+                or not self._settled(fragment)
+                or Levenshtein.distance(theirs.text, own.text) <= FRAGMENT_MAX_DISTANCE
+            )
+            if same:
+                passage.votes.merge(fragment.votes)
+                passage.stale = True
+                if fragment.best_read is not None and (
+                    passage.best_read is None or fragment.best_read.score > passage.best_read.score
+                ):
+                    passage.best_read = fragment.best_read
+                if passage.best_seen is None:
+                    passage.best_seen = fragment.best_seen
+            else:
+                fragment.done = False
+                separate += self._finish(fragment, final=True)
+                passage.fragments = [f for f in passage.fragments if f is not fragment]
+        return separate
+
     # ----------------------------------------------------------------------------------------- internals
-    def _end(self, track: Track) -> list[PlateEvent]:
+    def _end(self, track: Track, *, holding: bool = True) -> list[PlateEvent]:
         passage = self._passages.pop(track.id, None)
         if passage is None:
             return []
@@ -268,7 +366,11 @@ class PassageBuilder:
         if passage.done:
             self._remember(passage.text, track.last_seen)
             return []
-        if not track.confirmed:  # a detector blip, not a passage
+        if not track.confirmed:  # a detector blip, not a passage; a fragment it took is free again
+            self._held.extend(passage.fragments)
+            return []
+        if holding and self._is_fragment(passage):
+            self._held.append(passage)
             return []
         return self._finish(passage, final=True)
 
@@ -291,7 +393,7 @@ class PassageBuilder:
         track = passage.track
         return (
             limit is not None
-            and track.last_seen - track.first_seen >= limit
+            and track.last_seen - passage.first_seen >= limit
             and passage.votes.count >= self.voting.settle_reads
         )
 
@@ -330,7 +432,14 @@ class PassageBuilder:
         Before the track ends (``final`` False) only a text good enough to report ends the passage; one
         below ``events.min_confidence`` waits for more reads.
         """
+        separate = self._merge_fragments(passage)
+        if separate:
+            return separate + self._finish(passage, final=final)
         track = passage.track
+        if passage.fragments:  # the passage began with its first fragment
+            first = min(passage.fragments, key=lambda f: f.track.first_seen).track
+            track = dataclasses.replace(track, first_seen=first.first_seen, first_frame=first.first_frame,
+                                        first_box=first.first_box, hits=track.hits + sum(f.track.hits for f in passage.fragments))
         vote = self._current_vote(passage)
         if vote is not None and vote.text and self._formats:
             choice = constrain(vote.probs, self.charset, self._formats, min_ratio=self.formats.min_ratio)
@@ -427,7 +536,8 @@ class PassageBuilder:
     def _forget(self, now: float) -> None:
         # A passage still open may settle later and is compared from its first sighting: keep what it may
         # yet be a duplicate of.
-        horizon = min([now] + [p.track.first_seen for p in self._passages.values() if not p.done])
+        horizon = min([now] + [p.first_seen for p in self._passages.values() if not p.done]
+                      + [p.track.first_seen for p in self._held])
         window = self.events.dedup_window_s
         self._recent = {t: seen for t, seen in self._recent.items() if horizon - seen <= window}
 

@@ -21,6 +21,8 @@ how much it is worth: the read's own confidence times crop quality (plate width 
 
 from __future__ import annotations
 
+import copy
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -268,6 +270,29 @@ class VoteAccumulator:
         entry[1] += 1
         self._weight += weight
         self.count += 1
+
+    def merge(self, other: VoteAccumulator) -> None:
+        """Add all of ``other``'s reads (the same charset), as if they had been added here."""
+        if other.charset != self.charset:
+            raise ValueError("cannot merge votes over different charsets")
+        rows = max(self._rows, other._rows)
+        if rows > self._rows:
+            self._grow(rows)
+        if rows > other._rows:
+            other = copy.deepcopy(other)
+            other._grow(rows)
+        self._length = self._length + other._length
+        for length, group in other._groups.items():
+            mine = self._groups.setdefault(length, _Group(np.zeros_like(group.probs)))
+            mine.probs = mine.probs + group.probs
+            mine.weight += group.weight
+            mine.count += group.count
+        for text, (weight, count) in other._texts.items():
+            entry = self._texts.setdefault(text, [0.0, 0])
+            entry[0] += weight
+            entry[1] += count
+        self._weight += other._weight
+        self.count += other.count
 
     def _grow(self, rows: int) -> None:
         # Longer rows (another model): the texts already counted ended where they ended.

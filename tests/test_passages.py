@@ -131,6 +131,37 @@ def test_an_occlusion_gap_is_one_passage() -> None:
     assert [e.text for _, e in out] == ["AB123CD"] and out[0][1].reads == 16
 
 
+def entry_fragment(text: str | None, frames: int = 3) -> list[Step]:
+    """A small plate detected for a few frames as it enters, then lost (the detector misses it)."""
+    return [[(moving_box((200, 40), (0, 15), i, size=(50.0, 12.0)), text)] for i in range(frames)]
+
+
+def test_a_fragment_at_entry_joins_the_passage_that_follows() -> None:
+    """Detected on and off while small: the short first track is held and the next track, starting near
+    where it ended, absorbs it: one event, all reads, starting at the fragment."""
+    b = builder()
+    out = drive(b, entry_fragment("AB1Z3CD") + empty(8) + passage("AB123CD", 12, start=(190, 160)) + empty(8))
+    assert [e.text for _, e in out] == ["AB123CD"]
+    event = out[0][1]
+    assert event.reads == 3 + 12 and event.start_time == pytest.approx(T0)
+
+
+def test_a_fragment_that_reads_as_another_plate_stays_its_own_passage() -> None:
+    b = builder()
+    out = drive(b, entry_fragment("XY98765") + empty(8) + passage("AB123CD", 12, start=(190, 160)) + empty(8))
+    assert sorted(e.text for _, e in out) == ["AB123CD", "XY98765"]
+
+
+def test_a_fragment_nobody_takes_is_reported_after_the_hold() -> None:
+    b = builder(tracking=TrackingConfig(max_age=5, fragment_hold_s=1.0))
+    out = drive(b, entry_fragment("AB123CD") + empty(25), flush=False)
+    (index, event), = out
+    assert event.text == "AB123CD" and event.reads == 3
+    assert index >= 2 + 10  # held for fragment_hold_s (10 frames at 10 fps) after it was last seen
+    assert drive(builder(tracking=TrackingConfig(max_age=5, fragment_hold_s=0)), entry_fragment("AB123CD") + empty(8),
+                 flush=False)[0][0] == 2 + 6  # without holding: due when the track ends
+
+
 # ---------------------------------------------------------------------------------------- early events
 def test_early_event_when_the_vote_settles_and_only_one() -> None:
     b = builder(events=EventsConfig(early=True), voting=VotingConfig(settle_reads=3, settle_agreement=0.7))

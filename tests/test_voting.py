@@ -176,3 +176,26 @@ def test_format_fixes_a_look_alike_in_the_vote() -> None:
     assert len(fixed.char_confidences) == 7 and fixed.confidence >= vote.confidence * 0.99
     none = constrain(vote.probs, CHARSET, load_formats(["BR"]))
     assert apply_format(vote, none) is vote
+
+
+def test_merging_accumulators_equals_adding_every_read_to_one() -> None:
+    from anpr_edge.voting import VoteAccumulator
+
+    first = [(make_read("AB123CD"), 0.5), (make_read("AB12CD"), 0.2)]
+    second = [(make_read("AB123CD"), 1.0), (make_read("A8123CD"), 0.7), (make_read("AB123CDE"), 0.1)]
+    together, a, b = VoteAccumulator(CHARSET), VoteAccumulator(CHARSET), VoteAccumulator(CHARSET)
+    for read, weight in first + second:
+        together.add(read, weight)
+    for read, weight in first:
+        a.add(read, weight)
+    for read, weight in second:
+        b.add(read, weight)
+    a.merge(b)
+    expected, merged = together.vote(candidates=3), a.vote(candidates=3)
+    assert merged.text == expected.text and merged.reads == expected.reads and merged.total_reads == 5
+    assert merged.confidence == pytest.approx(expected.confidence)
+    assert [c[0] for c in merged.candidates] == [c[0] for c in expected.candidates]
+    assert [c[1] for c in merged.candidates] == pytest.approx([c[1] for c in expected.candidates])
+    empty = VoteAccumulator(CHARSET)
+    empty.merge(b)
+    assert empty.vote(candidates=3).text == b.vote(candidates=3).text
