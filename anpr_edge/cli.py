@@ -607,6 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from anpr_edge.bench.cli import register as register_bench_passages
     from anpr_edge.bench.mqtt_bench import register as register_bench_mqtt
+    from anpr_edge.bench.service_bench import register as register_bench_service
     from anpr_edge.mqtt_cli import register as register_mqtt
     from anpr_edge.probe import add_parser as register_probe
     from anpr_edge.train.dataset_cli import register as register_dataset
@@ -614,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_dataset(commands)
     register_mqtt(commands)
     register_probe(commands)
+    register_bench_service(commands)
     register_bench_passages(commands)
     register_bench_mqtt(commands)
 
