@@ -444,9 +444,10 @@ def _start_http(config: AppConfig, metrics: Any, service: Any) -> Any:
     health and metrics must not stop plate events."""
     if not config.http.enabled:
         return None
-    from anpr_edge.health import HealthServer
+    from anpr_edge.health import HealthServer, web_for_service
 
-    server = HealthServer.from_config(config.http, metrics, service.health)
+    # The installer's web page too: a live view the service updates, recent events from its router.
+    server = HealthServer.from_config(config.http, metrics, service.health, web=web_for_service(config, service))
     try:
         server.start()
     except ConfigError as error:

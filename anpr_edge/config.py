@@ -516,14 +516,96 @@ class LoggingConfig(Section):
 
 # ------------------------------------------------------------------------------- health and metrics
 class HttpConfig(Section):
-    enabled: bool = Field(True, description="Serve /healthz (JSON) and /metrics (Prometheus) over HTTP.")
+    """The HTTP server: /healthz and /metrics (never authenticated), and the installer's web page with its
+    JSON API (``/``, ``/api/...``), which shows plates, crops and live video: on a non-loopback ``host`` the
+    page and API are served only with ``token`` and/or ``username``/``password`` set (without them they
+    answer 403 and a warning is logged at start; health and metrics are served as before)."""
+
+    enabled: bool = Field(
+        True, description="Serve /healthz (JSON), /metrics (Prometheus) and the web page over HTTP."
+    )
     host: str = Field(
         "127.0.0.1",
         min_length=1,
         description="Address to listen on: loopback by default, so only this box can read them; 0.0.0.0 "
-        "exposes health and metrics to the network (no authentication).",
+        "exposes health and metrics to the network (no authentication) and the web page only with a "
+        "token or user/password.",
     )
     port: int = Field(9108, ge=0, le=65535, description="TCP port (0: any free port, logged at start).")
+    token: SecretStr | None = Field(
+        None,
+        description="Access token of the web page and API: 'Authorization: Bearer <token>' or ?token=<token>. "
+        "$ANPR_EDGE_HTTP_TOKEN overrides it. Never logged.",
+    )
+    username: str | None = Field(None, min_length=1, description="HTTP basic auth user of the web page and API.")
+    password: SecretStr | None = Field(
+        None, description="HTTP basic auth password (with username); $ANPR_EDGE_HTTP_PASSWORD overrides it."
+    )
+    events_keep: int = Field(
+        1000, ge=0, le=1_000_000,
+        description="Recent events kept for the web page (SQLite, with their crops); 0: none kept.",
+    )
+    events_max_age_h: float = Field(
+        168.0, gt=0, le=87_600, description="Recent events older than this are deleted from the page's store."
+    )
+    events_path: OutputPath | None = Field(
+        None,
+        description="SQLite file of the recent events (relative to this file). Default: events.sqlite in "
+        "the state directory ($ANPR_EDGE_STATE_DIR, $STATE_DIRECTORY or ~/.local/state/anpr-edge).",
+    )
+
+    @field_validator("token", "password", mode="before")
+    @classmethod
+    def _secret_text(cls, value: object) -> object:
+        # Errors about these keys must never quote them: numbers become text here, and the only other
+        # complaint is a value error, which is never quoted.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str) and len(value) < 8:
+            raise ValueError("must be at least 8 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _user_and_password_together(self) -> HttpConfig:
+        if self.username is None and self.password is not None:
+            raise ValueError("password needs username (HTTP basic auth)")
+        if self.username is not None and self.password is None and not os.environ.get("ANPR_EDGE_HTTP_PASSWORD"):
+            raise ValueError("username needs password (or $ANPR_EDGE_HTTP_PASSWORD)")
+        return self
+
+    def effective_token(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The web page's token: ``$ANPR_EDGE_HTTP_TOKEN``, else ``token``; None when neither is set."""
+        environ = os.environ if environ is None else environ
+        if environ.get("ANPR_EDGE_HTTP_TOKEN"):
+            return environ["ANPR_EDGE_HTTP_TOKEN"]
+        return self.token.get_secret_value() if self.token is not None and self.token.get_secret_value() else None
+
+    def effective_password(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The basic auth password: ``$ANPR_EDGE_HTTP_PASSWORD``, else ``password`` (None without a user)."""
+        if self.username is None:
+            return None
+        environ = os.environ if environ is None else environ
+        if environ.get("ANPR_EDGE_HTTP_PASSWORD"):
+            return environ["ANPR_EDGE_HTTP_PASSWORD"]
+        return self.password.get_secret_value() if self.password is not None else None
+
+    @property
+    def loopback(self) -> bool:
+        """Whether ``host`` is a loopback address (only this box can connect)."""
+        import ipaddress
+
+        name = self.host.strip().strip("[]").lower()
+        if name in ("localhost", "localhost.localdomain") or name.endswith(".localhost"):
+            return True
+        try:
+            return ipaddress.ip_address(name).is_loopback  # 127.0.0.0/8, ::1
+        except ValueError:
+            return False  # a host name or another address: reachable from the network
+
+    @property
+    def web_allowed(self) -> bool:
+        """The web page and API are served on loopback, or elsewhere only with some authentication."""
+        return self.loopback or self.effective_token() is not None or self.effective_password() is not None
 
 
 # -------------------------------------------------------------------------------------------- the app

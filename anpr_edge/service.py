@@ -35,6 +35,7 @@ from anpr_edge.passages import PassageBuilder
 from anpr_edge.values import Detections, Frame, PlateEvent
 
 if TYPE_CHECKING:
+    from anpr_edge.live_view import LiveView
     from anpr_edge.metrics import ServiceMetrics
     from anpr_edge.pipeline import PlateReader
     from anpr_edge.sdnotify import SystemdNotifier
@@ -108,6 +109,7 @@ class Service:
         notifier: SystemdNotifier | None = None,
         max_frames: int | None = None,
         source_factory: Callable[[CameraConfig], FrameSource] | None = None,
+        live_view: LiveView | None = None,
     ) -> None:
         from anpr_edge.sources import open_source
 
@@ -129,6 +131,8 @@ class Service:
         # inference loop, which owns the builders).
         self._lost: set[str] = set()
         self._lost_lock = threading.Lock()
+        # The web page's live view (optional): given each processed frame with its detections and tracks.
+        self.live_view = live_view
 
     # --------------------------------------------------------------------------------- cameras
     def start_camera(self, camera: CameraConfig) -> None:
@@ -232,6 +236,7 @@ class Service:
         if self.reader is None:
             for frame in frames:
                 self._processed(frame.camera_id)
+                self._observe(frame)
             return True
         began = time.perf_counter()
         all_detections = self.reader.detector.detect([frame.image for frame in frames])
@@ -241,10 +246,12 @@ class Service:
             builder = self.builders.get(frame.camera_id)
             if builder is None:
                 continue
+            seen = detections
             detections = self._camera_filter(frame, detections)
             for event in _process(frame, self.reader, builder, self.stats, detections=detections, metrics=self.metrics):
                 self._emit(frame.camera_id, event)
             self._processed(frame.camera_id)
+            self._observe(frame, seen, detections, builder)
         if self.metrics is not None:
             self.metrics.observe_stage("end_to_end", (time.perf_counter() - began) / len(frames))
         return True
@@ -262,6 +269,22 @@ class Service:
         if camera.roi is not None:
             keep &= inside_roi(detections.xyxy, camera.roi, frame.image.shape[:2])
         return detections if keep.all() else detections[keep]
+
+    def _observe(self, frame: Frame, seen: Detections | None = None, kept: Detections | None = None,
+                 builder: PassageBuilder | None = None) -> None:
+        """Hand the frame and what came of it to the live view (a reference swap; never fails the loop)."""
+        if self.live_view is None:
+            return
+        try:
+            ignored = None
+            if seen is not None and kept is not None and len(kept) < len(seen):
+                kept_boxes = {tuple(box) for box in kept.xyxy.tolist()}
+                ignored = seen[np.array([tuple(box) not in kept_boxes for box in seen.xyxy.tolist()], bool)]
+            self.live_view.update(frame, kept, builder.tracks if builder is not None else (),
+                                  builder.votes if builder is not None else None,
+                                  ignored=ignored, camera=self.cameras.get(frame.camera_id))
+        except Exception:  # noqa: BLE001 - the page must never cost an event
+            log.debug("live view update failed", exc_info=True)
 
     def _processed(self, camera_id: str) -> None:
         worker = self.workers.get(camera_id)
