@@ -163,6 +163,8 @@ class Service:
             self.workers.pop(camera_id, None)
             self.cameras.pop(camera_id, None)
             self._reported.pop(camera_id, None)
+            if self.live_view is not None:
+                self.live_view.remove(camera_id)
             if self.metrics is not None:
                 self.metrics.remove_camera(camera_id)
                 self.metrics.remove_queue(f"camera:{camera_id}")
