@@ -135,8 +135,15 @@ class CropConfig(Section):
 
 
 class InferenceConfig(Section):
-    backend: Literal["onnxruntime", "tensorrt"] = Field(
-        "onnxruntime", description="onnxruntime (CPU, default) or tensorrt (GPU boxes and Jetson)."
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(
+        "auto",
+        description="auto (default: TensorRT when it is installed and a GPU is present, else ONNX Runtime; the "
+        "choice is logged), onnxruntime (CPU) or tensorrt (GPU boxes and Jetson; an error where it cannot run).",
+    )
+    engine_cache_dir: OutputPath | None = Field(
+        None,
+        description="TensorRT plan cache (relative to this file). Default: engines/ in the cache directory "
+        "($ANPR_EDGE_CACHE_DIR, systemd's /var/cache/anpr-edge, or ~/.cache/anpr-edge).",
     )
     threads: int = Field(
         2, ge=0, le=256, description="CPU threads per model for ONNX Runtime (0: ONNX Runtime decides)."

@@ -8,6 +8,7 @@ to know a model's batch limit.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ import numpy as np
 
 from anpr_edge.errors import BackendError, ModelNotAvailableError
 
-BACKENDS = ("onnxruntime", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+log = logging.getLogger("anpr_edge.backends")
 
 
 @dataclass(frozen=True)
@@ -100,17 +103,86 @@ class InferenceBackend(ABC):
         self.close()
 
 
-def create_backend(kind: str, path: str | Path, *, threads: int = 0) -> InferenceBackend:
-    """Load the model at ``path`` with the named backend. Raises ``ModelNotAvailableError``/``BackendError``."""
+_TENSORRT_STATUS: dict[str, tuple[bool, str]] = {}
+
+
+def probe_tensorrt() -> tuple[bool, str]:
+    """Whether TensorRT can run here (it imports, it is the real library, pycuda sees a GPU), and why (not)."""
+    from anpr_edge import trt_build
+
+    try:
+        version = trt_build.require_tensorrt()
+        gpu = trt_build.gpu_info()
+    except BackendError as error:
+        return False, str(error)
+    return True, f"TensorRT {version} on {gpu.name} (compute capability {gpu.sm})"
+
+
+def tensorrt_status() -> tuple[bool, str]:
+    """``probe_tensorrt()``, probed once per process."""
+    if "status" not in _TENSORRT_STATUS:
+        _TENSORRT_STATUS["status"] = probe_tensorrt()
+    return _TENSORRT_STATUS["status"]
+
+
+def create_backend(
+    kind: str,
+    path: str | Path,
+    *,
+    threads: int = 0,
+    max_batch: int | None = None,
+    input_size: int | None = None,
+    cache_dir: Path | None = None,
+    precision: str | None = None,
+) -> InferenceBackend:
+    """Load the model at ``path`` with the named backend. Raises ``ModelNotAvailableError``/``BackendError``.
+
+    ``auto`` picks TensorRT when it imports and a GPU is present (``tensorrt_status``), else ONNX Runtime,
+    and logs the choice; if TensorRT is there but fails on this model, it logs why and uses ONNX Runtime.
+    The TensorRT-only arguments: ``max_batch`` (the optimisation profile's largest batch; ``None``: a
+    cached plan's, else 64 for models with a fixed image size (the OCR) and 8 for the detector),
+    ``input_size`` (the detector's square input), ``cache_dir`` (plan cache) and ``precision`` (``None``: a
+    cached INT8 plan if one was built, else FP16).
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelNotAvailableError(f"model file not found: {path}")
-    if kind == "onnxruntime":
-        from anpr_edge.backends.onnxruntime import OnnxRuntimeBackend
+    if kind not in BACKENDS:
+        raise BackendError(f"unknown inference backend '{kind}' (expected one of: {', '.join(BACKENDS)})")
+    if kind in ("auto", "tensorrt"):
+        usable, reason = tensorrt_status()
+        if kind == "tensorrt" and not usable:
+            raise BackendError(
+                f"inference.backend 'tensorrt' cannot run here: {reason}. Install the [gpu] extra (x86-64) or use "
+                "JetPack's TensorRT, or set inference.backend to 'auto' or 'onnxruntime'"
+            )
+        if usable:
+            try:
+                backend = _tensorrt(path, max_batch=max_batch, input_size=input_size, cache_dir=cache_dir,
+                                    precision=precision)
+            except BackendError as error:
+                if kind == "tensorrt":
+                    raise
+                log.warning("inference backend for %s: TensorRT failed (%s); using ONNX Runtime", path.name, error)
+            else:
+                log.info("inference backend for %s: tensorrt (%s%s)", path.name, "auto: " if kind == "auto" else "",
+                         reason)
+                return backend
+        else:
+            log.info("inference backend for %s: onnxruntime (auto: %s)", path.name, reason)
+    from anpr_edge.backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(path, threads=threads)
-    if kind == "tensorrt":
-        raise BackendError(
-            "inference.backend 'tensorrt' is not available in this version yet; use 'onnxruntime'"
-        )
-    raise BackendError(f"unknown inference backend '{kind}' (expected one of: {', '.join(BACKENDS)})")
+    return OnnxRuntimeBackend(path, threads=threads)
+
+
+def _tensorrt(
+    path: Path, *, max_batch: int | None, input_size: int | None, cache_dir: Path | None, precision: str | None
+) -> InferenceBackend:
+    from anpr_edge import trt_build
+    from anpr_edge.backends.tensorrt import TensorRTBackend
+
+    info = trt_build.model_info(path)
+    dynamic_image = any(d is None for d in info.input_shape[1:])
+    default_batch = trt_build.DEFAULT_DETECTOR_BATCH if dynamic_image else trt_build.DEFAULT_OCR_BATCH
+    return TensorRTBackend(path, max_batch=max_batch, default_batch=default_batch, input_size=input_size,
+                           precision=precision, cache_dir=cache_dir)
