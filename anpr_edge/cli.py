@@ -612,11 +612,13 @@ def build_parser() -> argparse.ArgumentParser:
     from anpr_edge.mqtt_cli import register as register_mqtt
     from anpr_edge.probe import add_parser as register_probe
     from anpr_edge.train.dataset_cli import register as register_dataset
+    from anpr_edge.trt_build import register as register_tensorrt
 
     register_dataset(commands)
     register_mqtt(commands)
     register_probe(commands)
     register_bench_service(commands)
+    register_tensorrt(commands)  # build-engines, calibrate
     register_bench_passages(commands)
     register_bench_mqtt(commands)
 

@@ -31,7 +31,10 @@ def _model_path(configured: Path | None, bundled_name: str, role: str, key: str)
 def load_detector(config: AppConfig) -> PlateDetector:
     settings = config.models.detector
     path = _model_path(settings.path, paths.DETECTOR_MODEL, "plate detector", "models.detector.path")
-    backend = create_backend(config.inference.backend, path, threads=config.inference.threads)
+    # The detector batches frames across cameras: its GPU plan is built for as many as are enabled.
+    backend = create_backend(config.inference.backend, path, threads=config.inference.threads,
+                             max_batch=max(len(config.enabled_cameras), 1), input_size=settings.input_size,
+                             cache_dir=config.inference.engine_cache_dir)
     return PlateDetector(
         backend,
         input_size=settings.input_size,
@@ -43,7 +46,8 @@ def load_detector(config: AppConfig) -> PlateDetector:
 
 def load_recognizer(config: AppConfig) -> PlateRecognizer:
     path = _model_path(config.models.ocr.path, paths.OCR_MODEL, "plate OCR", "models.ocr.path")
-    return PlateRecognizer(create_backend(config.inference.backend, path, threads=config.inference.threads))
+    return PlateRecognizer(create_backend(config.inference.backend, path, threads=config.inference.threads,
+                                          cache_dir=config.inference.engine_cache_dir))
 
 
 class PlateReader:

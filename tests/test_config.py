@@ -74,7 +74,7 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path, monkey
         ("cameras:\n  - {id: a, source: demo}\nmqtt: {port: 70000}\n", "mqtt.port: Input should be less than or equal to 65535"),
         ("cameras:\n  - {id: a, source: demo}\nmodels: {detector: {confidence: 1.5}}\n", "models.detector.confidence"),
         ("cameras:\n  - {id: a, source: demo}\nmodels: {detector: {input_size: 300}}\n", "multiple of 32"),
-        ("cameras:\n  - {id: a, source: demo}\ninference: {backend: cuda}\n", "inference.backend: Input should be 'onnxruntime' or 'tensorrt'"),
+        ("cameras:\n  - {id: a, source: demo}\ninference: {backend: cuda}\n", "inference.backend: Input should be 'auto', 'onnxruntime' or 'tensorrt'"),
         ("cameras:\n  - {id: a, source: demo}\n  - {id: a, source: demo}\n", "camera id 'a' is used twice"),
         ("cameras:\n  - {id: 'bad id', source: demo}\n", "cameras[0].id"),
         ("cameras: []\n", "cameras: List should have at least 1 item"),
