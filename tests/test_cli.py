@@ -316,3 +316,33 @@ def test_builtin_demo_with_the_bundled_models_reports_each_passage_once(tmp_path
     texts = [event["text"] for event in events]
     assert len(events) == len(truth)  # one event per passage, no duplicates, no phantom cars
     assert sum(text in truth for text in texts) >= len(truth) - 1, (texts, truth)
+
+
+def test_run_survives_a_resolution_change_and_corrupt_frames(tmp_path: Path, models: dict[str, Path]) -> None:
+    """A stream whose resolution changes mid-way and one with corrupted packets: the daemon decodes what
+    it can, keeps going and exits normally (no traceback), with one passage per camera."""
+    import random
+    import shutil
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs ffmpeg (apt-get install ffmpeg)")
+    parts = []
+    for size in ("200x100", "400x200"):
+        part = tmp_path / f"{size}.ts"
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", f"color=c=0xe6e6e6:size={size}:rate=10",
+                        "-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(part)], check=True, timeout=60)
+        parts.append(part.read_bytes())
+    changing = tmp_path / "changing.ts"
+    changing.write_bytes(b"".join(parts))
+    data = bytearray(changing.read_bytes())
+    rng = random.Random(1)
+    for _ in range(30):  # garbage over packets in the middle of the stream
+        at = rng.randrange(len(data) // 4, len(data) * 3 // 4)
+        data[at : at + 188] = bytes(rng.randrange(256) for _ in range(188))
+    corrupt = tmp_path / "corrupt.ts"
+    corrupt.write_bytes(bytes(data))
+    config = write_config(tmp_path, models, f"  - {{id: changing, source: {changing}}}\n  - {{id: corrupt, source: {corrupt}}}\n")
+    result = cli("run", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(r["camera"] for r in json_lines(result.stdout)) == ["changing", "corrupt"]
