@@ -453,7 +453,6 @@ def _start_http(config: AppConfig, metrics: Any, service: Any) -> Any:
     except ConfigError as error:
         log.error("%s; running without /healthz and /metrics", error)
         return None
-    log.info("health and metrics on %s (/healthz, /metrics)", server.url)
     return server
 
 
