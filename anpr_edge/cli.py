@@ -607,7 +607,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from anpr_edge.bench.cli import register as register_bench_passages
     from anpr_edge.bench.mqtt_bench import register as register_bench_mqtt
+    from anpr_edge.bench.accuracy import register as register_eval
     from anpr_edge.bench.service_bench import register as register_bench_service
+    from anpr_edge.bench.sizes import register as register_bench_sizes
+    from anpr_edge.bench.stage_bench import register as register_bench_stages
     from anpr_edge.mqtt_cli import register as register_mqtt
     from anpr_edge.probe import add_parser as register_probe
     from anpr_edge.train.dataset_cli import register as register_dataset
@@ -617,6 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_mqtt(commands)
     register_probe(commands)
     register_bench_service(commands)
+    register_bench_stages(commands)  # bench
+    register_eval(commands)  # eval
+    register_bench_sizes(commands)  # bench-sizes
     register_tensorrt(commands)  # build-engines, calibrate
     register_bench_passages(commands)
     register_bench_mqtt(commands)
