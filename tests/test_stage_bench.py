@@ -208,7 +208,8 @@ def test_baseline_plate_pick_and_any_line_rules() -> None:
     assert baselines.pick_plate([("ALABAMA", 0.99), ("2A0D34M", 0.98), ("1123", 0.7)]) == "2A0D34M"
     assert baselines.pick_plate([("PEUGEOT", 0.9)]) == "PEUGEOT"
     assert baselines.pick_plate([]) == ""
-    assert baselines.pick_plate([("AB12", 0.5), ("CD34", 0.9)]) == "CD34"
+    assert baselines.pick_plate([("AB12", 0.5), ("CD34", 0.9)]) == "CD34"  # the most confident plate-like line
+    assert baselines.pick_plate([("X1", 0.99), ("AB123CD", 0.6)]) == "AB123CD"  # too short to be a plate
     assert baselines.any_line_matches([("AB123", 0.9), ("CD", 0.9)], "AB123CD")
     assert not baselines.any_line_matches([("AB123", 0.9), ("X", 0.1), ("CD", 0.9)], "AB123CD")
     readers, skipped = baselines.load_baselines([], threads=1)
@@ -229,6 +230,8 @@ def test_rapidocr_runs_offline_on_its_wheels_models() -> None:
     assert reader.version.startswith("3.") and reader.whole_images
     assert all(isinstance(text, str) and isinstance(score, float) for text, score in lines)
     assert any("AB123" in text for text, _ in lines), lines
+    crop_lines = reader.read_crop(image)  # its text lines plus the whole crop read as one line
+    assert len(crop_lines) == len(lines) + 1 and "AB123" in baselines.pick_plate(crop_lines)
 
 
 # -------------------------------------------------------------------------------------- sizes and plots
