@@ -44,13 +44,13 @@ from anpr_edge.argtypes import non_negative_int, positive_int
 from anpr_edge.bench.baselines import BASELINES, LineReader, any_line_matches, load_baselines, pick_plate
 from anpr_edge.bench.stage_bench import (
     backend_name,
+    emit_report,
     input_size_arg,
     machine_info,
     median,
     now_utc,
     quantile,
     rounded,
-    write_json,
 )
 from anpr_edge.errors import ConfigError
 
@@ -451,11 +451,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     }
     report = run_eval(config, reader, sets, baselines, limit=args.limit, baseline_input=args.baseline_input,
                       progress=False if args.no_progress else None, settings=settings)
-    if args.json != "-":
-        sys.stdout.write(format_report(report) + "\n")
-        sys.stdout.flush()
-    if args.json:
-        write_json(report.as_dict(), args.json)
+    emit_report(format_report(report), report.as_dict(), args.json)
     return 0
 
 

@@ -534,12 +534,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 if args.mqtt_url:
                     publisher.close(timeout=5.0)  # what the broker has not acknowledged by then is dropped
                 publisher.outbox.close()
-    if args.json != "-":
-        sys.stdout.write(format_report(report) + "\n")
-        sys.stdout.flush()
-    if args.json:
-        write_json(report.as_dict(), args.json)
+    emit_report(format_report(report), report.as_dict(), args.json)
     return 0
+
+
+def emit_report(table: str, data: dict[str, Any], json_target: str | None) -> None:
+    """The Markdown table on stdout, unless the JSON goes there (``--json -``); the JSON to its target."""
+    if json_target != "-":
+        sys.stdout.write(table + "\n")
+        sys.stdout.flush()
+    if json_target:
+        write_json(data, json_target)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
