@@ -539,25 +539,3 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
                        help="YAML config for the detector and OCR models and settings (default: the bundled models)")
     probe.add_argument("--no-detect", action="store_true", help="only the stream: no plate detection, no models")
     probe.set_defaults(handler=cmd_probe)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m anpr_edge.probe probe URI ...``: the command without the rest of the CLI."""
-    from anpr_edge.logs import setup_logging
-
-    parser = argparse.ArgumentParser(prog="anpr-edge", description="Camera probe of anpr-edge.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
-    add_parser(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    setup_logging("DEBUG" if args.verbose else "INFO")
-    try:
-        return int(args.handler(args))
-    except AnprError as error:
-        sys.stderr.write(f"anpr-edge: error: {error}\n")
-        return error.exit_code
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
