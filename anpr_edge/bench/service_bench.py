@@ -81,6 +81,7 @@ from anpr_edge.bench.passage_score import (
     score_clip,
     summarize,
 )
+from anpr_edge.bench.stage_bench import reset_peak_rss
 from anpr_edge.config import AppConfig, CameraConfig
 from anpr_edge.service import EventRouter, Service, model_versions
 from anpr_edge.values import Detections, Frame, PlateEvent, PlateRead
@@ -119,16 +120,6 @@ def rss_mb() -> float | None:
     """The process's resident memory now, in MB (MiB), or None where /proc is missing."""
     kb = _proc_status_kb("VmRSS")
     return None if kb is None else kb / 1024.0
-
-
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM (the kernel's peak RSS) to the current RSS: Linux's ``clear_refs`` value 5."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _lifetime_peak_mb() -> float:
@@ -272,7 +263,7 @@ class _Monitor:
         self.progress, self.stall_s, self.deadline_s = progress, stall_s, deadline_s
         self.duration_s = max(p.clip.frames / p.clip.fps for p in probes.values())
         self.total_frames = sum(p.clip.frames for p in probes.values())
-        self.peak_reset = _reset_peak_rss()
+        self.peak_reset = reset_peak_rss()
         self.peak_mb = rss_mb() or 0.0
         self.samples = 0
         self.stalled = False
