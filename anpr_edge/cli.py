@@ -27,6 +27,7 @@ from anpr_edge.config import AppConfig, default_config, load_config
 from anpr_edge.errors import AnprError, ConfigError, SourceError
 from anpr_edge.images import ImageError, load_image
 from anpr_edge.logs import setup_logging
+from anpr_edge.values import PlateRead
 
 log = logging.getLogger("anpr_edge")
 
@@ -95,7 +96,7 @@ def cmd_read(args: argparse.Namespace) -> int:
     def work(image: np.ndarray) -> dict[str, Any]:
         (reads,) = reader.read([image])
         plates = [
-            {"text": r.text, "confidence": round(r.confidence, 4), "box": _round_box(r.box)}
+            {"text": r.text, "confidence": round(r.confidence, 4), "box": _round_box(r.box), "format": r.format}
             for r in reads
             if r.confidence >= threshold and r.text
         ]
@@ -262,6 +263,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
 def cmd_eval_read(args: argparse.Namespace) -> int:
     from anpr_edge.pipeline import PlateReader
     from anpr_edge.read_eval import evaluate_read, format_table, read_scene_labels, shared_scene_sets
+    from anpr_edge.train.datasets import region_formats
 
     config = _config(args.config)
     models = config.models
@@ -283,16 +285,42 @@ def cmd_eval_read(args: argparse.Namespace) -> int:
     if not sets:
         raise ConfigError("eval-read: give label CSV files and/or --shared")
     reader = PlateReader.from_config(config)
+    shared_names = {name for name, _ in sets[: len(sets) - len(args.labels)]}
     reports = []
     for name, scenes in sets:
+        formats = region_formats(name) if name in shared_names else tuple(args.formats or ())
         report = evaluate_read(name, scenes, lambda image: reader.read([image])[0],
-                               min_confidence=config.models.ocr.min_confidence)
+                               min_confidence=config.models.ocr.min_confidence, formats=formats,
+                               reformat=_reformatter(config, reader.recognizer.charset, formats))
         reports.append(report)
         if args.json:
             _emit(report.as_dict(), sys.stdout)
     if not args.json:
         sys.stdout.write(format_table(reports) + "\n")
     return 0
+
+
+def _format_list(value: str) -> tuple[str, ...]:
+    """``--formats FR,EU``: known plate format names (argparse reports a bad one)."""
+    from anpr_edge.plate_formats import load_formats
+
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    try:
+        load_formats(names)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return names
+
+
+def _reformatter(config: AppConfig, charset: str, formats: Sequence[str]) -> Callable[[PlateRead], PlateRead] | None:
+    """A read -> the same read under ``formats`` (None without formats), for the region-formats columns."""
+    from anpr_edge.plate_formats import format_read, load_formats
+
+    if not formats:
+        return None
+    loaded = load_formats(formats, config.formats.custom)
+    return lambda read: format_read(read, charset, loaded, min_ratio=config.formats.min_ratio,
+                                    min_unaided_ratio=config.formats.min_unaided_ratio)
 
 
 def cmd_eval_ocr(args: argparse.Namespace) -> int:
@@ -306,6 +334,7 @@ def cmd_eval_ocr(args: argparse.Namespace) -> int:
     )
     from anpr_edge.pipeline import load_recognizer
     from anpr_edge.train import datasets
+    from anpr_edge.train.datasets import region_formats
 
     config = _config(args.config)
     if args.model:
@@ -324,21 +353,29 @@ def cmd_eval_ocr(args: argparse.Namespace) -> int:
         raise ConfigError("eval-ocr: give label CSV files and/or --shared")
     reader = recognizer_reader(recognizer)
     baseline = tesseract_reader(recognizer.charset) if args.baseline == "tesseract" else None
-    rows = []
+    shared_names = {name for name, _ in sets[: len(sets) - len(args.labels)]}
+    rows, formatted = [], []
     for name, items in sets:
         ours, crops = evaluate(name, items, reader, recognizer.crop_size, config.crop.padding)
         base = evaluate(name, items, baseline, recognizer.crop_size, config.crop.padding)[0] if baseline else None
         rows.append((ours, base))
+        formats = region_formats(name) if name in shared_names else tuple(args.formats or ())
+        reformat = _reformatter(config, recognizer.charset, formats)
+        with_formats = (evaluate(name, items, recognizer_reader(recognizer, reformat=reformat), recognizer.crop_size,
+                                 config.crop.padding)[0] if reformat is not None else None)
+        formatted.append((with_formats, formats) if with_formats is not None else None)
         if args.failures:
             write_failures(Path(args.failures), ours, crops, [str(item.path) for item in items])
         if args.json:
             record = ours.as_dict()
+            if with_formats is not None:
+                record["with_formats"] = {"formats": list(formats), **with_formats.as_dict()}
             if base is not None:
                 record["baseline"] = {"name": args.baseline, **base.as_dict()}
             _emit(record, sys.stdout)
         log.info("%s: %d crops, exact match %.1f%%, CER %.3f", name, ours.count, 100 * ours.exact, ours.cer)
     if not args.json:
-        sys.stdout.write(format_table(rows) + "\n")
+        sys.stdout.write(format_table(rows, formatted) + "\n")
     return 0
 
 
@@ -563,6 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
     eval_ocr.add_argument("--config", metavar="FILE", help="YAML config (crop padding, model path)")
     eval_ocr.add_argument("--failures", metavar="DIR", help="write each misread crop to DIR/<set>/")
     eval_ocr.add_argument("--baseline", choices=["tesseract"], help="also score a baseline OCR on the same crops")
+    eval_ocr.add_argument("--formats", metavar="F1,F2", type=_format_list,
+                          help="plate formats of the label CSVs' region, for the 'exact, region formats' column "
+                          "(the shared sets use their region's)")
     eval_ocr.add_argument("--json", action="store_true", help="JSON lines per set instead of a table")
     eval_ocr.set_defaults(handler=cmd_eval_ocr)
 
@@ -602,6 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
     eval_read.add_argument("--input-size", type=positive_int, metavar="PX", help="detector input size")
     eval_read.add_argument("--confidence", type=float, metavar="P", help="detector score threshold")
     eval_read.add_argument("--threads", type=positive_int, default=1, help="inference threads (default 1)")
+    eval_read.add_argument("--formats", metavar="F1,F2", type=_format_list,
+                           help="plate formats of the label CSVs' region, for the 'exact, region formats' column "
+                           "(the shared sets use their region's)")
     eval_read.add_argument("--json", action="store_true", help="JSON lines per set instead of a table")
     eval_read.set_defaults(handler=cmd_eval_read)
 

@@ -395,6 +395,13 @@ class FormatsConfig(Section):
         description="A format is applied only if its text is at least this probable relative to the "
         "unconstrained reading; plates that fit no format are left as read.",
     )
+    min_unaided_ratio: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="...and only if its text, without the look-alikes' probability (0/O, 8/B...), is at least "
+        "this probable relative to the reading: one confident swap is fixed, several are not forced.",
+    )
     allow: list[str] = Field(default_factory=list, description="Allow-list plates (events say which entry matched).")
     deny: list[str] = Field(default_factory=list, description="Deny-list plates (deny wins a tie with allow).")
     max_distance: int = Field(1, ge=0, le=3, description="Edit distance up to which a plate matches a list entry.")

@@ -27,6 +27,7 @@ from anpr_edge.errors import AnprError
 from anpr_edge.ocr import PlateRecognizer, normalize_text
 from anpr_edge.train import datasets
 from anpr_edge.train.datasets import LabeledImage, read_image
+from anpr_edge.values import PlateRead
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,18 @@ def score(name: str, truths: Sequence[str], reads: Sequence[tuple[str, float]], 
 Reader = Callable[[list[np.ndarray]], list[tuple[str, float]]]
 
 
-def recognizer_reader(recognizer: PlateRecognizer, batch: int = 64) -> Reader:
+def recognizer_reader(
+    recognizer: PlateRecognizer, batch: int = 64, reformat: Callable[[PlateRead], PlateRead] | None = None
+) -> Reader:
+    """The model's reads; with ``reformat``, each read under plate formats (``plate_formats.format_read``)."""
+
     def read(crops: list[np.ndarray]) -> list[tuple[str, float]]:
         out = []
         for start in range(0, len(crops), batch):
-            out += [(r.text, r.confidence) for r in recognizer.read_images(crops[start : start + batch])]
+            reads = recognizer.read_images(crops[start : start + batch])
+            if reformat is not None:
+                reads = [reformat(r) for r in reads]
+            out += [(r.text, r.confidence) for r in reads]
         return out
 
     return read
@@ -121,14 +129,27 @@ def write_failures(folder: Path, result: SetScore, crops: Sequence[np.ndarray], 
     return len(result.failures)
 
 
-def format_table(rows: Sequence[tuple[SetScore, SetScore | None]]) -> str:
-    """Markdown table: per set, the model's exact match and CER, and the baseline's where run."""
+def format_table(
+    rows: Sequence[tuple[SetScore, SetScore | None]],
+    formatted: Sequence[tuple[SetScore, tuple[str, ...]] | None] = (),
+) -> str:
+    """Markdown table: per set, the model's exact match and CER, the same reads under the region's plate
+    formats where given (``formatted[i]`` for ``rows[i]``: score and format names), and the baseline's."""
     with_baseline = any(base is not None for _, base in rows)
-    head = "| set | crops | exact match | CER | ms/crop |" + (" baseline exact | baseline CER |" if with_baseline else "")
-    rule = "| --- | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if with_baseline else "")
+    with_formats = any(f is not None for f in formatted)
+    head = "| set | crops | exact match | CER | ms/crop |"
+    rule = "| --- | ---: | ---: | ---: | ---: |"
+    if with_formats:
+        head, rule = head + " exact, region formats | CER, region formats |", rule + " ---: | ---: |"
+    if with_baseline:
+        head, rule = head + " baseline exact | baseline CER |", rule + " ---: | ---: |"
     lines = [head, rule]
-    for ours, base in rows:
+    for n, (ours, base) in enumerate(rows):
         line = f"| {ours.name} | {ours.count} | {ours.exact:.1%} | {ours.cer:.3f} | {ours.ms_per_crop:.2f} |"
+        if with_formats:
+            entry = formatted[n] if n < len(formatted) else None
+            line += (f" {entry[0].exact:.1%} ({'+'.join(entry[1])}) | {entry[0].cer:.3f} |" if entry is not None
+                     else " - | - |")
         if with_baseline:
             line += f" {base.exact:.1%} | {base.cer:.3f} |" if base is not None else " | |"
         lines.append(line)

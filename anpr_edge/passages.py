@@ -442,7 +442,8 @@ class PassageBuilder:
                                         first_box=first.first_box, hits=track.hits + sum(f.track.hits for f in passage.fragments))
         vote = self._current_vote(passage)
         if vote is not None and vote.text and self._formats:
-            choice = constrain(vote.probs, self.charset, self._formats, min_ratio=self.formats.min_ratio)
+            choice = constrain(vote.probs, self.charset, self._formats, min_ratio=self.formats.min_ratio,
+                               min_unaided_ratio=self.formats.min_unaided_ratio)
             vote = apply_format(vote, choice, self.calibration)
         reason = None
         if vote is None:

@@ -14,6 +14,7 @@ from anpr_edge.crop import crop_plate
 from anpr_edge.detector import PlateDetector
 from anpr_edge.errors import ModelNotAvailableError
 from anpr_edge.ocr import PlateRecognizer
+from anpr_edge.plate_formats import DEFAULT_MIN_UNAIDED_RATIO, PlateFormat, format_read, load_formats
 from anpr_edge.values import Detections, PlateRead
 
 
@@ -50,20 +51,58 @@ def load_recognizer(config: AppConfig) -> PlateRecognizer:
                                           cache_dir=config.inference.engine_cache_dir))
 
 
-class PlateReader:
-    """Reads every plate in full images: detect, cut fixed-size crops, read them in one OCR batch."""
+def load_plate_formats(config: AppConfig) -> tuple[PlateFormat, ...]:
+    """The configured plate formats (``formats.regions``, custom ones included), in order of preference."""
+    return load_formats(config.formats.regions, config.formats.custom)
 
-    def __init__(self, detector: PlateDetector, recognizer: PlateRecognizer, *, padding: float = 0.15) -> None:
+
+class PlateReader:
+    """Reads every plate in full images: detect, cut fixed-size crops, read them in one OCR batch.
+
+    With ``formats``, each read's text is chosen under them (``plate_formats.format_read``), as the
+    daemon does for a track's vote, so ``read`` and ``run`` report a plate the same way.
+    """
+
+    def __init__(
+        self,
+        detector: PlateDetector,
+        recognizer: PlateRecognizer,
+        *,
+        padding: float = 0.15,
+        formats: Sequence[PlateFormat] = (),
+        min_ratio: float = 0.5,
+        min_unaided_ratio: float = DEFAULT_MIN_UNAIDED_RATIO,
+    ) -> None:
         self.detector, self.recognizer, self.padding = detector, recognizer, padding
+        self.formats, self.min_ratio, self.min_unaided_ratio = tuple(formats), min_ratio, min_unaided_ratio
 
     @classmethod
     def from_config(cls, config: AppConfig) -> PlateReader:
-        return cls(load_detector(config), load_recognizer(config), padding=config.crop.padding)
+        return cls(load_detector(config), load_recognizer(config), padding=config.crop.padding,
+                   formats=load_plate_formats(config), min_ratio=config.formats.min_ratio,
+                   min_unaided_ratio=config.formats.min_unaided_ratio)
+
+    def with_formats(self, formats: Sequence[PlateFormat]) -> PlateReader:
+        """The same models reading under other formats (evaluation per region)."""
+        return PlateReader(self.detector, self.recognizer, padding=self.padding, formats=formats,
+                           min_ratio=self.min_ratio, min_unaided_ratio=self.min_unaided_ratio)
+
+    def format_reads(self, reads: list[PlateRead]) -> list[PlateRead]:
+        """``reads`` under this reader's formats (unchanged without formats)."""
+        if not self.formats:
+            return reads
+        charset = self.recognizer.charset
+        return [format_read(r, charset, self.formats, min_ratio=self.min_ratio,
+                            min_unaided_ratio=self.min_unaided_ratio) for r in reads]
 
     def read_detections(
         self, image: np.ndarray, detections: Detections, *, camera_id: str = "", frame_index: int = -1
     ) -> list[PlateRead]:
-        """Read the plates at ``detections`` (boxes in ``image`` pixels) in one OCR batch, in their order."""
+        """Read the plates at ``detections`` (boxes in ``image`` pixels) in one OCR batch, in their order.
+
+        The reads are the OCR's own, without formats: the tracker votes on their probabilities and applies the
+        formats to the vote.
+        """
         crops = [
             crop_plate(image, box, self.recognizer.crop_size, self.padding, camera_id=camera_id,
                        frame_index=frame_index, detector_confidence=float(score))
@@ -97,6 +136,6 @@ class PlateReader:
                 )
                 owner.append(n)
         per_image: list[list[PlateRead]] = [[] for _ in images]
-        for n, plate in zip(owner, self.recognizer.read_crops(crops)):
+        for n, plate in zip(owner, self.format_reads(self.recognizer.read_crops(crops))):
             per_image[n].append(plate)
         return [sorted(reads, key=lambda r: -r.confidence) for reads in per_image]

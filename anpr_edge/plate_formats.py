@@ -11,7 +11,8 @@ every position takes its most probable character among those the slot allows. Lo
 (``0``/``O``, ``8``/``B``...) are the usual OCR mistakes, so in a slot that rules one of a pair out, that
 one's probability is counted for its look-alike: ``8`` read in a letter slot becomes ``B`` and keeps the
 probability the OCR gave to ``8``. A format is chosen only when its text stays about as probable as the
-unconstrained reading (``min_ratio``); a plate that would need any other change to fit keeps its reading
+unconstrained reading (``min_ratio``) and its text without that look-alike credit is not far less probable
+(``min_unaided_ratio``); a plate that would need any other change, or many swaps, to fit keeps its reading
 and gets no format, so a format is never forced on plates that match none.
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
 
@@ -28,7 +29,7 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from anpr_edge.values import ListMatch
+from anpr_edge.values import ListMatch, PlateRead
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 DIGITS = "0123456789"
@@ -40,6 +41,10 @@ CONFUSABLE_PAIRS: tuple[tuple[str, str], ...] = (
     ("0", "O"), ("1", "I"), ("8", "B"), ("5", "S"), ("2", "Z"), ("6", "G"), ("7", "T"),
 )
 CONFUSABLES: Mapping[str, str] = {a: b for pair in CONFUSABLE_PAIRS for a, b in (pair, pair[::-1])}
+
+# Default for constrain's min_unaided_ratio; chosen on the validation splits of the shared crop sets (US, BR
+# and TN formats), where it stopped the incomplete US formats from rewriting plates of other layouts.
+DEFAULT_MIN_UNAIDED_RATIO = 0.05
 
 # Expanded patterns per format; far beyond any real plate layout, it stops a typo such as A{1,12}A{1,12}.
 MAX_LAYOUTS = 512
@@ -236,6 +241,7 @@ def constrain(
     formats: Sequence[PlateFormat],
     *,
     min_ratio: float = 0.5,
+    min_unaided_ratio: float = DEFAULT_MIN_UNAIDED_RATIO,
     confusables: Mapping[str, str] = CONFUSABLES,
 ) -> FormatChoice:
     """The best text under the formats if it is probable enough, else the unconstrained reading.
@@ -245,7 +251,9 @@ def constrain(
     included, ended by the end token. Among layouts whose text is at least ``min_ratio`` times as probable
     as the unconstrained reading, the one whose text the OCR itself found most probable wins (so a plate
     that fits a format as read keeps it, rather than trading look-alikes for another format); ties go to
-    the earlier format.
+    the earlier format. A layout is also skipped when its text, without the look-alikes' share, is less than
+    ``min_unaided_ratio`` times as probable as the reading: one confident look-alike swap is fixed, but a
+    plate of another format (a 6-digit plate made ``DDDLLL`` by three swaps) is not forced into one.
     """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(charset) + 1:
@@ -275,9 +283,9 @@ def constrain(
             else:
                 end_p = float(probs[len(layout), END]) if len(layout) < max_len else 1.0
                 p_effective = float(np.prod(effective)) * end_p
-                if p_effective < min_ratio * probability:
-                    continue
                 p_plain = float(np.prod(plain)) * end_p
+                if p_effective < min_ratio * probability or p_plain < min_unaided_ratio * probability:
+                    continue
                 if best is None or p_plain > best[0]:
                     candidate = FormatChoice(
                         "".join(charset[s - 1] for s in picked),
@@ -292,6 +300,30 @@ def constrain(
 
 
 # ------------------------------------------------------------------------------------ allow/deny lists
+def format_read(
+    read: PlateRead,
+    charset: str,
+    formats: Sequence[PlateFormat],
+    *,
+    min_ratio: float = 0.5,
+    min_unaided_ratio: float = DEFAULT_MIN_UNAIDED_RATIO,
+) -> PlateRead:
+    """``read`` with its text chosen under ``formats`` (``constrain`` on its per-position probabilities).
+
+    A read without probabilities, or one no format fits closely enough, comes back unchanged. The new
+    text's characters keep the probabilities the format gave them (a ruled-out look-alike's share
+    included), and its confidence is that text's probability.
+    """
+    if not formats or read.char_probs is None or not read.text:
+        return read
+    choice = constrain(read.char_probs, charset, formats, min_ratio=min_ratio, min_unaided_ratio=min_unaided_ratio)
+    if choice.format is None:
+        return read
+    chars = tuple(min(float(p), 1.0) for p in choice.char_probs)
+    return replace(read, text=choice.text, confidence=min(choice.probability, 1.0), char_confidences=chars,
+                   format=choice.format)
+
+
 def normalize_plate(text: str) -> str:
     """A list entry as the OCR would report it: upper case letters and digits only (no spaces, dashes)."""
     return "".join(c for c in text.upper() if c in LETTERS or c in DIGITS)

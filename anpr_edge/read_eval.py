@@ -159,6 +159,8 @@ class ReadEvalReport:
     by_width: dict[str, list[int]] = field(default_factory=lambda: {name: [0, 0] for name, _, _ in WIDTH_BINS})
     text_images: int = 0
     exact: int = 0
+    formats: tuple[str, ...] = ()  # the region's plate formats, when exact_formats was scored under them
+    exact_formats: int = 0
     ms: list[float] = field(default_factory=list)
     misses: list[dict[str, Any]] = field(default_factory=list)
 
@@ -173,6 +175,10 @@ class ReadEvalReport:
     @property
     def exact_match(self) -> float:
         return self.exact / self.text_images if self.text_images else float("nan")
+
+    @property
+    def exact_match_formats(self) -> float:
+        return self.exact_formats / self.text_images if self.text_images and self.formats else float("nan")
 
     def ms_quantile(self, q: float) -> float:
         if not self.ms:
@@ -195,18 +201,31 @@ class ReadEvalReport:
                                 for k, v in self.by_width.items()},
             "text_images": self.text_images,
             "exact_match": r(self.exact_match),
+            "formats": list(self.formats),
+            "exact_match_with_formats": r(self.exact_match_formats),
             "ms_median": r(statistics.median(self.ms) if self.ms else float("nan")),
             "ms_p95": r(self.ms_quantile(0.95)),
         }
 
 
 ReadFunction = Callable[[np.ndarray], list[PlateRead]]
+Reformat = Callable[[PlateRead], PlateRead]
+
+
+def _best_text(reads: Sequence[PlateRead], min_confidence: float) -> str | None:
+    best = next((r for r in reads if r.text and r.confidence >= min_confidence), None)
+    return None if best is None else best.text
 
 
 def evaluate_read(name: str, scenes: Sequence[LabeledScene], read: ReadFunction, *, progress: bool = True,
-                  min_confidence: float = 0.0) -> ReadEvalReport:
-    """Score ``read`` (one image -> its plate reads, best first) on ``scenes``."""
-    report = ReadEvalReport(name)
+                  min_confidence: float = 0.0, formats: tuple[str, ...] = (),
+                  reformat: Reformat | None = None) -> ReadEvalReport:
+    """Score ``read`` (one image -> its plate reads, best first) on ``scenes``.
+
+    With ``reformat`` (a read -> the read under the region's plate formats ``formats``), end-to-end exact
+    match is also scored with the formats applied to the same reads.
+    """
+    report = ReadEvalReport(name, formats=formats if reformat is not None else ())
     for scene in tqdm(scenes, desc=name, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True):
         try:
             image = load_image(scene.path)
@@ -234,8 +253,9 @@ def evaluate_read(name: str, scenes: Sequence[LabeledScene], read: ReadFunction,
         labelled = [t for t in scene.texts if t]
         if len(labelled) == 1:
             report.text_images += 1
-            best = next((r for r in reads if r.text and r.confidence >= min_confidence), None)
-            report.exact += int(best is not None and best.text == labelled[0])
+            report.exact += int(_best_text(reads, min_confidence) == labelled[0])
+            if reformat is not None:
+                report.exact_formats += int(_best_text([reformat(r) for r in reads], min_confidence) == labelled[0])
     return report
 
 
@@ -246,8 +266,9 @@ def _pct(value: float) -> str:
 def format_table(reports: Sequence[ReadEvalReport]) -> str:
     """A Markdown table, one row per set (what docs/BENCHMARKS.md and the model card show)."""
     bins = [name for name, _, _ in WIDTH_BINS]
+    with_formats = any(rep.formats for rep in reports)
     head = ["set", "images", "plates", "recall@0.5", *[f"recall w{b}" for b in bins], "precision", "FP/img",
-            "exact match", "ms median", "ms p95"]
+            "exact match", *(["exact, region formats"] if with_formats else []), "ms median", "ms p95"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rep in reports:
         data = rep.as_dict()
@@ -259,6 +280,8 @@ def format_table(reports: Sequence[ReadEvalReport]) -> str:
         cells = [rep.name, str(rep.images), str(rep.plates), _pct(rep.recall), *widths, _pct(rep.precision),
                  f"{data['false_positives_per_image']:.2f}" if data["false_positives_per_image"] is not None else "n/a",
                  f"{_pct(rep.exact_match)} ({rep.exact}/{rep.text_images})" if rep.text_images else "-",
+                 *([f"{_pct(rep.exact_match_formats)} ({rep.exact_formats}/{rep.text_images}, "
+                    f"{'+'.join(rep.formats)})" if rep.text_images and rep.formats else "-"] if with_formats else []),
                  f"{data['ms_median']:.1f}" if data["ms_median"] is not None else "n/a",
                  f"{data['ms_p95']:.1f}" if data["ms_p95"] is not None else "n/a"]
         lines.append("| " + " | ".join(cells) + " |")

@@ -118,6 +118,8 @@ class PlateRead:
     detector_confidence: float = 1.0
     # The crop the OCR read (PlateCrop.image), for crop quality in the vote; kept out of repr().
     crop_image: np.ndarray | None = field(default=None, repr=False)
+    # The plate format the text was read under (plate_formats.format_read), None when none was applied.
+    format: str | None = None
 
 
 @dataclass(frozen=True)

@@ -283,12 +283,18 @@ def test_a_late_settling_track_is_still_compared_with_what_it_follows() -> None:
 
 # ------------------------------------------------------------------------------------ formats and lists
 def test_format_correction_and_list_match_in_the_event() -> None:
-    b = builder(formats=FormatsConfig(regions=["BR-MERCOSUR", "BR"], allow=["ABC-1D23"], max_distance=1))
+    # The fake OCR gives the B no probability at all where it reads the 8; only the look-alike rule can fix
+    # it, which the unaided ratio allows when set to 0.
+    formats = FormatsConfig(regions=["BR-MERCOSUR", "BR"], allow=["ABC-1D23"], max_distance=1, min_unaided_ratio=0.0)
     steps = [[(moving_box((200, 100), (0, 15), i), "A8C1D23")] for i in range(8)]
-    out = drive(b, steps + empty(8))
+    out = drive(builder(formats=formats), steps + empty(8))
     event = out[0][1]
     assert (event.text, event.plate_format) == ("ABC1D23", "BR-MERCOSUR")
     assert event.matched == ListMatch("allow", "ABC1D23", 0)
+    # With the default, a swap the OCR gave no chance at all is not made; the allow list still matches at 1 edit.
+    out = drive(builder(formats=formats.model_copy(update={"min_unaided_ratio": 0.05})), steps + empty(8))
+    assert (out[0][1].text, out[0][1].plate_format) == ("A8C1D23", None)
+    assert out[0][1].matched == ListMatch("allow", "ABC1D23", 1)
     out = drive(builder(formats=FormatsConfig(regions=["BR-MERCOSUR"], deny=["XYZ9999"])), passage("HELLO42", 8) + empty(8))
     assert (out[0][1].text, out[0][1].plate_format, out[0][1].matched) == ("HELLO42", None, None)
 

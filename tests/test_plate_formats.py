@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
-from fake_reads import CHARSET, char_probs
+from fake_reads import CHARSET, char_probs, make_read
 
 from anpr_edge.config import FormatsConfig
 from anpr_edge.plate_formats import (
@@ -11,6 +13,7 @@ from anpr_edge.plate_formats import (
     PlateFormat,
     PlateLists,
     constrain,
+    format_read,
     load_formats,
     parse_pattern,
     text_format,
@@ -115,6 +118,30 @@ def test_a_plate_that_fits_as_read_keeps_its_format() -> None:
     for order in (("BR-MERCOSUR", "BR"), ("BR", "BR-MERCOSUR")):
         choice = constrain(probs, CHARSET, fmt(*order))
         assert (choice.text, choice.format) == ("ABC1234", "BR")
+
+
+def test_several_look_alike_swaps_are_not_forced() -> None:
+    # A 6-digit plate fits no US layout as read; DDDLLL would need 5->S, 1->I and 7->T. Each swap keeps its
+    # look-alike's probability, so only the unaided ratio stops the format from rewriting the plate.
+    probs = char_probs("356517")
+    assert constrain(probs, CHARSET, fmt("US")).text == "356517"
+    forced = constrain(probs, CHARSET, fmt("US"), min_unaided_ratio=0.0)
+    assert (forced.text, forced.format) == ("356SIT", "US")
+
+
+def test_format_read_rewrites_a_read_under_the_formats() -> None:
+    read = make_read("B12AYS06", (10, 20, 110, 45), alternatives={0: ("8", 0.3)})
+    fixed = format_read(read, CHARSET, fmt("FR"))
+    assert (fixed.text, fixed.format) == ("812AYS06", "FR")
+    assert len(fixed.char_confidences) == 8 and fixed.char_confidences[0] == pytest.approx(0.9, abs=0.005)
+    # characters and the end token; look-alikes add their small share where the slot rules them out (S/5, 0/O...)
+    assert fixed.confidence == pytest.approx(0.9**8 * 0.9, rel=0.03)
+    assert fixed.box == read.box and read.text == "B12AYS06"  # a new value; the read itself is unchanged
+    assert format_read(read, CHARSET, ()).format is None
+    no_probs = replace(read, char_probs=None)
+    assert format_read(no_probs, CHARSET, fmt("FR")) is no_probs
+    vanity = make_read("HELLO42")
+    assert format_read(vanity, CHARSET, fmt("FR")) is vanity
 
 
 def test_tunisian_word_read_as_seven() -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from fake_reads import CHARSET, make_read
 from test_cli import cli, models, write_config  # noqa: F401  (models is a fixture)
 
 from anpr_edge.errors import ConfigError
+from anpr_edge.plate_formats import format_read, load_formats
 from anpr_edge.read_eval import (
     LabeledScene,
     evaluate_read,
@@ -86,6 +89,22 @@ def test_evaluate_read_scores_detection_and_text(tmp_path: Path) -> None:
     assert "| toy | 2 | 3 | 66.7% |" in table and "100.0% (1/1)" in table
 
 
+def test_exact_match_under_region_formats(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "one.png"), np.zeros((100, 200, 3), np.uint8))
+    scenes = [LabeledScene(tmp_path / "one.png", ((10, 10, 130, 40),), ("AB123",))]
+    # The OCR reads the B as an 8 but gives the B a fair chance: the LLDDD format fixes it.
+    hesitant = replace(make_read("A8123", alternatives={1: ("B", 0.3)}), box=(12.0, 10.0, 128.0, 41.0))
+    formats = load_formats(["XX"], {"XX": ["LLDDD"]})
+    report = evaluate_read("toy", scenes, lambda image: [hesitant], progress=False, formats=("XX",),
+                           reformat=lambda r: format_read(r, CHARSET, formats))
+    assert (report.exact, report.exact_formats, report.text_images) == (0, 1, 1)
+    assert report.as_dict()["exact_match_with_formats"] == 1.0 and report.as_dict()["formats"] == ["XX"]
+    table = format_table([report])
+    assert "exact, region formats" in table and "100.0% (1/1, XX)" in table
+    plain = evaluate_read("toy", scenes, lambda image: [hesitant], progress=False)
+    assert plain.as_dict()["exact_match_with_formats"] is None and "region formats" not in format_table([plain])
+
+
 def test_eval_read_command_on_known_boxes(tmp_path: Path, models: dict[str, Path]) -> None:  # noqa: F811
     """The constant detector finds (22, 27)-(42, 37) in any 64x64 image; the OCR reads bright crops as 'A'."""
     config = write_config(tmp_path, models)
@@ -105,3 +124,10 @@ def test_eval_read_command_on_known_boxes(tmp_path: Path, models: dict[str, Path
     assert table.returncode == 0 and table.stdout.startswith("| set |")
     missing = cli("eval-read", "--config", str(config))
     assert missing.returncode == 2 and "give label CSV files" in missing.stderr
+    formatted = cli("eval-read", "--json", "--formats", "US,BR", "--config", str(config), str(tmp_path / "labels.csv"))
+    assert formatted.returncode == 0, formatted.stderr
+    (record,) = [json.loads(line) for line in formatted.stdout.splitlines()]
+    # no format fits a one-letter read, so the reads stay as they are (bright right, dark wrong)
+    assert record["formats"] == ["US", "BR"] and record["exact_match_with_formats"] == 0.5
+    unknown = cli("eval-read", "--formats", "ATLANTIS", "--config", str(config), str(tmp_path / "labels.csv"))
+    assert unknown.returncode == 2 and "ATLANTIS" in unknown.stderr

@@ -104,9 +104,13 @@ class CropSetResult:
     name: str
     ours: TextScore
     baselines: dict[str, TextScore] = field(default_factory=dict)
+    formats: tuple[str, ...] = ()  # the region's plate formats, when ours_formats was scored under them
+    ours_formats: TextScore | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"set": self.name, "ours": self.ours.as_dict(),
+                "ours_with_formats": None if self.ours_formats is None else
+                {"formats": list(self.formats), **self.ours_formats.as_dict()},
                 "baselines": {name: score.as_dict() for name, score in self.baselines.items()}}
 
 
@@ -218,13 +222,15 @@ BASELINE_INPUTS = ("native", "runtime")
 
 
 def evaluate_crops(name: str, items: Sequence[LabeledImage], reader: PlateReader, baselines: Sequence[LineReader],
-                   *, padding: float, baseline_input: str = "native", progress: bool | None = None) -> CropSetResult:
+                   *, padding: float, baseline_input: str = "native", progress: bool | None = None,
+                   formats: tuple[str, ...] = ()) -> CropSetResult:
     """Ours and each baseline on the same plate regions of ``items``, one crop at a time.
 
     Ours reads the runtime crop (``ocr_eval.runtime_crop``: the region fitted to the model's input size).
     The baselines read the same region at the image's own resolution (``native_crop``: general OCRs do
     their own resizing, and the fitted 192x64 crop's replicated borders cost them reads), or with
-    ``baseline_input="runtime"`` the very same pixels as ours.
+    ``baseline_input="runtime"`` the very same pixels as ours. With ``formats`` (the region's plate
+    formats), our reads are also scored with them applied.
     """
     from anpr_edge.ocr_eval import runtime_crop
     from anpr_edge.train.datasets import read_image
@@ -233,6 +239,9 @@ def evaluate_crops(name: str, items: Sequence[LabeledImage], reader: PlateReader
         raise ValueError(f"baseline_input must be one of {BASELINE_INPUTS}: {baseline_input!r}")
     recognizer = reader.recognizer
     result = CropSetResult(name, TextScore(), {b.name: TextScore() for b in baselines})
+    regional = _regional(reader, formats)
+    if regional is not None:
+        result.formats, result.ours_formats = formats, TextScore()
     crops: list[tuple[str, np.ndarray, np.ndarray]] = []
     for item in items:
         try:
@@ -247,7 +256,11 @@ def evaluate_crops(name: str, items: Sequence[LabeledImage], reader: PlateReader
     for truth, crop, _ in _progress(crops, f"{name}: ours", progress):
         began = time.perf_counter()
         (read,) = recognizer.read_images([crop])
-        result.ours.add(truth, [(read.text, read.confidence)], (time.perf_counter() - began) * 1000.0)
+        ms = (time.perf_counter() - began) * 1000.0
+        result.ours.add(truth, [(read.text, read.confidence)], ms)
+        if regional is not None and result.ours_formats is not None:
+            (formatted,) = regional.format_reads([read])
+            result.ours_formats.add(truth, [(formatted.text, formatted.confidence)], ms)
     for baseline in baselines:
         score = result.baselines[baseline.name]
         for truth, _, crop in _progress(crops, f"{name}: {baseline.name}", progress):
@@ -262,16 +275,25 @@ def evaluate_crops(name: str, items: Sequence[LabeledImage], reader: PlateReader
     return result
 
 
+def _regional(reader: PlateReader, formats: tuple[str, ...]) -> PlateReader | None:
+    """The reader under the region's plate formats (None without them); custom formats from its config."""
+    from anpr_edge.plate_formats import load_formats
+
+    return reader.with_formats(load_formats(formats)) if formats else None
+
+
 def evaluate_images(name: str, scenes: Sequence[LabeledScene], reader: PlateReader,
                     baselines: Sequence[LineReader], *, min_confidence: float = 0.0,
-                    progress: bool | None = None) -> ImageSetResult:
+                    progress: bool | None = None, formats: tuple[str, ...] = ()) -> ImageSetResult:
     """The whole read path on ``scenes`` (detector + crop + OCR), and each baseline able to read whole
     images on those with one labelled text."""
     from anpr_edge.images import ImageError, load_image
     from anpr_edge.read_eval import evaluate_read
 
+    regional = _regional(reader, formats)
     ours = evaluate_read(name, scenes, lambda image: reader.read([image])[0], min_confidence=min_confidence,
-                         progress=progress is not False)
+                         progress=progress is not False, formats=formats,
+                         reformat=None if regional is None else lambda read: regional.format_reads([read])[0])
     result = ImageSetResult(name, ours)
     with_text = [(s, t[0]) for s in scenes if len(t := [x for x in s.texts if x]) == 1]
     for baseline in baselines:
@@ -298,16 +320,20 @@ def evaluate_images(name: str, scenes: Sequence[LabeledScene], reader: PlateRead
 def run_eval(config: AppConfig, reader: PlateReader, sets: EvalSets, baselines: Sequence[LineReader], *,
              limit: int | None = None, baseline_input: str = "native", progress: bool | None = None,
              settings: dict[str, Any] | None = None) -> EvalReport:
+    """Every set, ours and the baselines; the shared sets also with their region's plate formats."""
+    from anpr_edge.train.datasets import region_formats
+
     report = EvalReport(date=now_utc(), machine=machine_info(), settings=dict(settings or {}))
     for name, items in sets.crops:
         chosen = spread(items, limit)
         result = evaluate_crops(name, chosen, reader, baselines, padding=config.crop.padding,
-                                baseline_input=baseline_input, progress=progress)
+                                baseline_input=baseline_input, progress=progress, formats=region_formats(name))
         report.crops.append(result)
         log.info("%s: %d crops, exact match %s", name, result.ours.count, _pct(result.ours.as_dict()["exact_match"]))
     for name, scenes in sets.images:
         result_images = evaluate_images(name, spread(scenes, limit), reader, baselines, progress=progress,
-                                        min_confidence=config.models.ocr.min_confidence)
+                                        min_confidence=config.models.ocr.min_confidence,
+                                        formats=region_formats(name))
         report.images.append(result_images)
     if limit is not None:
         report.notes.append(f"--limit {limit}: at most {limit} items per set, spread evenly; not the full sets")
@@ -343,15 +369,20 @@ def format_report(report: EvalReport) -> str:
     for name, reason in s.get("baselines_skipped", {}).items():
         lines.append(f"Baseline {name} not run: {reason}")
     if report.crops:
-        head = ["set", "crops", "exact", "CER", "ms median", "ms p95"]
+        crop_formats = any(row.ours_formats is not None for row in report.crops)
+        head = ["set", "crops", "exact", *(["exact, region formats"] if crop_formats else []), "CER", "ms median",
+                "ms p95"]
         for name in names:
             head += [f"{name} exact", f"{name} any line", f"{name} CER", f"{name} ms median"]
         lines += ["", "Plate crops (OCR; one crop at a time):", "",
                   "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
         for row in report.crops:
             ours = row.ours.as_dict()
-            cells = [row.name, str(ours["count"]), _pct(ours["exact_match"]), f"{ours['cer']:.3f}" if ours["cer"]
-                     is not None else "-", _ms(ours["ms_median"]), _ms(ours["ms_p95"])]
+            regional = ([] if not crop_formats else ["-"] if row.ours_formats is None else
+                        [f"{_pct(row.ours_formats.as_dict()['exact_match'])} ({'+'.join(row.formats)})"])
+            cells = [row.name, str(ours["count"]), _pct(ours["exact_match"]), *regional,
+                     f"{ours['cer']:.3f}" if ours["cer"] is not None else "-", _ms(ours["ms_median"]),
+                     _ms(ours["ms_p95"])]
             for name in names:
                 base = row.baselines.get(name)
                 if base is None:
@@ -363,8 +394,9 @@ def format_report(report: EvalReport) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     if report.images:
         whole = [n for n in names if any(n in row.baselines for row in report.images)]
-        head = ["set", "images", "plates", "recall@0.5", "precision", "FP/img", "exact (e2e)", "ms median",
-                "ms p95"]
+        image_formats = any(row.ours.formats for row in report.images)
+        head = ["set", "images", "plates", "recall@0.5", "precision", "FP/img", "exact (e2e)",
+                *(["exact (e2e), region formats"] if image_formats else []), "ms median", "ms p95"]
         for name in whole:
             head += [f"{name} exact", f"{name} any line", f"{name} ms median", f"{name} ms p95"]
         lines += ["", "Full images (detector + crop + OCR; file decoding excluded):", "",
@@ -374,8 +406,13 @@ def format_report(report: EvalReport) -> str:
             exact = (f"{_pct(d['exact_match'])} ({image_row.ours.exact}/{image_row.ours.text_images})"
                      if image_row.ours.text_images else "-")
             fp = d["false_positives_per_image"]
+            regional_exact = ([] if not image_formats else
+                              [f"{_pct(d['exact_match_with_formats'])} ({image_row.ours.exact_formats}/"
+                               f"{image_row.ours.text_images}, {'+'.join(image_row.ours.formats)})"]
+                              if image_row.ours.formats and image_row.ours.text_images else ["-"])
             cells = [image_row.name, str(d["images"]), str(d["plates"]), _pct(d["recall"]), _pct(d["precision"]),
-                     "-" if fp is None else f"{fp:.2f}", exact, _ms(d["ms_median"]), _ms(d["ms_p95"])]
+                     "-" if fp is None else f"{fp:.2f}", exact, *regional_exact, _ms(d["ms_median"]),
+                     _ms(d["ms_p95"])]
             for name in whole:
                 base = image_row.baselines.get(name)
                 if base is None:

@@ -13,8 +13,10 @@ import numpy as np
 
 def _affine(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     height, width = image.shape[:2]
-    angle = rng.uniform(-5.0, 5.0)
-    scale = rng.uniform(0.9, 1.08)
+    if rng.random() < 0.12:  # strongly tilted plates; zoom out so the ends stay in the crop
+        angle, scale = rng.uniform(-14.0, 14.0), rng.uniform(0.72, 0.88)
+    else:
+        angle, scale = rng.uniform(-5.0, 5.0), rng.uniform(0.9, 1.08)
     matrix = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), angle, scale)
     matrix[0, 1] += rng.uniform(-0.15, 0.15)  # shear: slanted plates and italic-looking glyphs
     matrix[:, 2] += rng.uniform(-0.05, 0.05, 2) * (width, height)

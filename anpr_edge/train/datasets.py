@@ -23,6 +23,7 @@ import csv
 import hashlib
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,9 @@ class SharedSet:
     role: Literal["train", "test"]
     note: str = ""
     labels: str = "labels.csv"
+    # The plate formats (anpr_edge.plate_formats) a site in this region would configure; evaluation reports
+    # exact match with and without them.
+    formats: tuple[str, ...] = ()
 
     def labels_path(self, root: Path | None = None) -> Path:
         return (root or datasets_root()) / self.folder / self.labels
@@ -109,18 +113,27 @@ SHARED_SETS: dict[str, SharedSet] = {
     s.name: s
     for s in (
         SharedSet("us-nyc-plate-crops", "us-nyc-plate-crops", "crops", "us", "train",
-                  "NYC street photos (NY, NJ, taxi plates); 35 texts on several images"),
+                  "NYC street photos (NY, NJ, taxi plates); 35 texts on several images", formats=("US",)),
         SharedSet("br-plate-crops", "br-plate-crops", "crops", "br", "train",
-                  "Parana traffic cameras, AAA9999; 1144 crops of 530 plates"),
+                  "Parana traffic cameras, AAA9999; 1144 crops of 530 plates", formats=("BR", "BR-MERCOSUR")),
         SharedSet("tn-plate-crops", "tn-plate-crops", "crops", "tn", "train",
-                  "Tunisian plates; T and N stand for Arabic words"),
+                  "Tunisian plates; T and N stand for Arabic words", formats=("TN",)),
         SharedSet("cn-plate-crops", "cn-plate-crops", "crops", "cn", "train",
                   "94x24 crops whose first character is a Chinese province: every row is skipped unless "
                   "the charset is extended with those characters"),
         SharedSet("fr-plate-scenes", "fr-plate-scenes", "scenes", "fr", "test",
-                  "the European test set: full photos with one plate box and its text; never trained on"),
+                  "the European test set: full photos with one plate box and its text; never trained on",
+                  formats=("FR",)),
     )
 }
+
+
+def region_formats(set_name: str) -> tuple[str, ...]:
+    """The plate formats of the shared set an evaluation set is named after (``br-plate-crops:val``,
+    ``fr-plate-scenes (test)``...); () for other sets."""
+    base = re.split(r":| \(", set_name, maxsplit=1)[0]
+    shared = SHARED_SETS.get(base)
+    return shared.formats if shared else ()
 
 
 # ------------------------------------------------------------------------------------------ labels

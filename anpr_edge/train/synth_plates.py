@@ -1291,6 +1291,10 @@ def _clutter(img: np.ndarray, keep_out: np.ndarray, rng: np.random.Generator) ->
                     cap_fraction=0.75)
 
 
+ROLL_TAIL_SHARE = 0.15  # share of plates with a strong in-plane tilt
+ROLL_TAIL_DEG = 25.0
+
+
 def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     cy, sy, cp, sp, cr, sr = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch), math.cos(roll), math.sin(roll)
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
@@ -1307,7 +1311,12 @@ def _pose(w: float, h: float, target_width: float, rng: np.random.Generator) -> 
     """
     yaw = math.radians(float(np.clip(rng.normal(0, 14), -35, 35)))
     pitch = math.radians(float(np.clip(rng.normal(8, 10), -20, 32)))
-    roll = math.radians(float(np.clip(rng.normal(0, 3.5), -10, 10)))
+    # Roll: mostly a few degrees, but handheld photos, parked cars on slopes and plates hung askew give a
+    # long tail (the runtime crops an axis-aligned box around such a plate, so the OCR must read it tilted).
+    if rng.random() < ROLL_TAIL_SHARE:
+        roll = math.radians(float(rng.uniform(-ROLL_TAIL_DEG, ROLL_TAIL_DEG)))
+    else:
+        roll = math.radians(float(np.clip(rng.normal(0, 3.5), -10, 10)))
     corners = np.array([[-w / 2, -h / 2, 0], [w / 2, -h / 2, 0], [w / 2, h / 2, 0], [-w / 2, h / 2, 0]])
     world = corners @ _rotation(yaw, -pitch, roll).T
     focal = w * rng.uniform(1.2, 6.0)
