@@ -356,13 +356,14 @@ def cmd_eval_ocr(args: argparse.Namespace) -> int:
     shared_names = {name for name, _ in sets[: len(sets) - len(args.labels)]}
     rows, formatted = [], []
     for name, items in sets:
-        ours, crops = evaluate(name, items, reader, recognizer.crop_size, config.crop.padding)
-        base = evaluate(name, items, baseline, recognizer.crop_size, config.crop.padding)[0] if baseline else None
+        ours, crops = evaluate(name, items, reader, recognizer.crop_size, config.crop.padding, config.crop.rectify)
+        base = (evaluate(name, items, baseline, recognizer.crop_size, config.crop.padding, config.crop.rectify)[0]
+                if baseline else None)
         rows.append((ours, base))
         formats = region_formats(name) if name in shared_names else tuple(args.formats or ())
         reformat = _reformatter(config, recognizer.charset, formats)
         with_formats = (evaluate(name, items, recognizer_reader(recognizer, reformat=reformat), recognizer.crop_size,
-                                 config.crop.padding)[0] if reformat is not None else None)
+                                 config.crop.padding, config.crop.rectify)[0] if reformat is not None else None)
         formatted.append((with_formats, formats) if with_formats is not None else None)
         if args.failures:
             write_failures(Path(args.failures), ours, crops, [str(item.path) for item in items])

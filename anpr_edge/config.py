@@ -124,6 +124,10 @@ class ModelsConfig(Section):
         return self.ocr.path or paths.bundled_model(paths.OCR_MODEL)
 
 
+# Measured with eval-ocr on the validation splits (docs/BENCHMARKS.md).
+RECTIFY_DEFAULT = False
+
+
 class CropConfig(Section):
     padding: float = Field(
         0.15,
@@ -131,6 +135,11 @@ class CropConfig(Section):
         le=1.0,
         description="Margin added around each detector box before cropping, as a fraction of the box "
         "width/height on each side, so no part of the plate is lost to a tight box.",
+    )
+    rectify: bool = Field(
+        RECTIFY_DEFAULT,
+        description="Turn plates that sit tilted in their box level before reading (the angle is estimated from "
+        "the crop's edges; rolls under 4 degrees are left alone).",
     )
 
 
@@ -298,6 +307,14 @@ class VotingConfig(Section):
     )
     settle_agreement: Probability = Field(
         0.7, description="... and they carry at least this share of the track's read weight."
+    )
+    settle_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="... and weigh at least this much together (a read weighs its confidence times crop quality: "
+        "1 for a certain read of a sharp plate at least 148 px wide), so reads of a small, distant plate do "
+        "not settle it before it comes closer.",
     )
     stop_reading_when_settled: bool = Field(
         True, description="Stop running the OCR on a track once its vote is settled (it is still tracked)."

@@ -33,6 +33,72 @@ def crop_region(
     return cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0
 
 
+# Rectification: rolls below this many degrees are left alone (the OCR reads them as they are), and the
+# estimate is trusted only when the gradients agree on an orientation this much (0: none, 1: all).
+RECTIFY_MIN_DEG = 4.0
+RECTIFY_MIN_COHERENCE = 0.25
+RECTIFY_MAX_DEG = 35.0
+
+
+def estimate_roll(image: np.ndarray) -> tuple[float, float]:
+    """The in-plane angle of a plate crop, degrees (positive: the plate's rows run down to the right), and
+    how coherent the estimate is (0..1).
+
+    Plate characters and borders are made of horizontal and vertical edges, so the gradient orientations
+    cluster 90 degrees apart; their mean on the circle after multiplying angles by 4 (magnitude-weighted)
+    is the plate's angle modulo 90 degrees. The crop's central part is used (the margins hold car body).
+    """
+    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    gray = gray.astype(np.float32)
+    h, w = gray.shape
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)[h // 6 : h - h // 6, w // 8 : w - w // 8]
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)[h // 6 : h - h // 6, w // 8 : w - w // 8]
+    magnitude = gx * gx + gy * gy
+    total = float(magnitude.sum())
+    if total <= 0.0:
+        return 0.0, 0.0
+    z = complex(np.sum(magnitude * np.exp(4j * np.arctan2(gy, gx))))
+    return float(np.degrees(np.angle(z) / 4.0)), abs(z) / total
+
+
+def _rectified(
+    image: np.ndarray, box: Sequence[float], size: tuple[int, int], padding: float, degrees: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A crop of the plate in ``box`` turned level by ``-degrees``: (pixels, 2x3 frame-to-crop transform), or
+    None when the box cannot hold a plate at that angle."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+    theta = np.radians(degrees)
+    c, s = abs(np.cos(theta)), abs(np.sin(theta))
+    det = c * c - s * s
+    # The axis-aligned box of a plate L x H turned by theta is (L c + H s) x (L s + H c): solve for L, H.
+    length, height = (w * c - h * s) / det, (h * c - w * s) / det
+    if length <= 0.0 or height <= 0.0 or length < height:
+        return None
+    out_w, out_h = size
+    length, height = length * (1.0 + 2.0 * padding), height * (1.0 + 2.0 * padding)
+    if length / height < out_w / out_h:
+        length = height * out_w / out_h
+    else:
+        height = length * out_h / out_w
+    scale = out_w / length
+    cos, sin = np.cos(theta), np.sin(theta)
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    # frame -> crop: rotate by -theta about the box centre, scale, centre in the output.
+    matrix = np.array([[scale * cos, scale * sin, 0.0], [-scale * sin, scale * cos, 0.0]])
+    matrix[:, 2] = np.array([out_w / 2.0, out_h / 2.0]) - matrix[:, :2] @ np.array([cx, cy])
+    source = image
+    if scale < 0.5:  # shrinking a lot: average first (a warp alone would alias thin strokes)
+        pre = 2.0 * scale
+        source = cv2.resize(image, None, fx=pre, fy=pre, interpolation=cv2.INTER_AREA)
+        warp = matrix.copy()
+        warp[:, :2] /= pre
+    else:
+        warp = matrix
+    pixels = cv2.warpAffine(source, warp, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return pixels, matrix.astype(np.float32)
+
+
 def crop_plate(
     image: np.ndarray,
     box: Sequence[float],
@@ -42,8 +108,32 @@ def crop_plate(
     camera_id: str = "",
     frame_index: int = -1,
     detector_confidence: float = 1.0,
+    rectify: bool = False,
 ) -> PlateCrop:
-    """Cut ``box`` (x1, y1, x2, y2 in ``image`` pixels) into a ``size`` = (width, height) crop."""
+    """Cut ``box`` (x1, y1, x2, y2 in ``image`` pixels) into a ``size`` = (width, height) crop.
+
+    With ``rectify``, a plate that sits tilted in its box (``estimate_roll`` on the plain crop) is cut
+    again along its own axis, so the OCR sees it level.
+    """
+    crop = _axis_aligned_crop(image, box, size, padding)
+    if rectify:
+        degrees, coherence = estimate_roll(crop[0])
+        if RECTIFY_MIN_DEG <= abs(degrees) <= RECTIFY_MAX_DEG and coherence >= RECTIFY_MIN_COHERENCE:
+            crop = _rectified(image, box, size, padding, degrees) or crop
+    pixels, transform = crop
+    return PlateCrop(
+        image=pixels,
+        box=tuple(float(v) for v in box),  # type: ignore[arg-type]
+        transform=transform,
+        camera_id=camera_id,
+        frame_index=frame_index,
+        detector_confidence=float(detector_confidence),
+    )
+
+
+def _axis_aligned_crop(
+    image: np.ndarray, box: Sequence[float], size: tuple[int, int], padding: float
+) -> tuple[np.ndarray, np.ndarray]:
     out_w, out_h = size
     rx1, ry1, rx2, ry2 = crop_region(box, size, padding)
     # Integer region so the cut is an exact slice; the transform below records the true mapping.
@@ -67,14 +157,7 @@ def crop_plate(
     interpolation = cv2.INTER_AREA if sx < 1.0 and sy < 1.0 else cv2.INTER_LINEAR
     pixels = cv2.resize(region, (out_w, out_h), interpolation=interpolation)
     transform = np.array([[sx, 0.0, -sx * ix1], [0.0, sy, -sy * iy1]], dtype=np.float32)
-    return PlateCrop(
-        image=pixels,
-        box=tuple(float(v) for v in box),  # type: ignore[arg-type]
-        transform=transform,
-        camera_id=camera_id,
-        frame_index=frame_index,
-        detector_confidence=float(detector_confidence),
-    )
+    return pixels, transform
 
 
 def fit_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

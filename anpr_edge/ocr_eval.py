@@ -54,8 +54,15 @@ class SetScore:
                 "cer": round(self.cer, 4), "ms_per_crop": round(self.ms_per_crop, 3)}
 
 
-def runtime_crop(image: np.ndarray, item: LabeledImage, size: tuple[int, int], padding: float) -> np.ndarray:
-    return fit_crop(image, size) if item.box is None else crop_plate(image, item.box, size, padding).image
+def runtime_crop(
+    image: np.ndarray, item: LabeledImage, size: tuple[int, int], padding: float, rectify: bool = False
+) -> np.ndarray:
+    if item.box is None:  # a crop image: the plate fills it
+        if rectify:
+            height, width = image.shape[:2]
+            return crop_plate(image, (0, 0, width, height), size, 0.0, rectify=True).image
+        return fit_crop(image, size)
+    return crop_plate(image, item.box, size, padding, rectify=rectify).image
 
 
 def score(name: str, truths: Sequence[str], reads: Sequence[tuple[str, float]], files: Sequence[str], ms: float) -> SetScore:
@@ -110,9 +117,10 @@ def tesseract_reader(charset: str) -> Reader:
     return read
 
 
-def evaluate(name: str, items: Sequence[LabeledImage], reader: Reader, size: tuple[int, int], padding: float = 0.15) -> tuple[SetScore, list[np.ndarray]]:
+def evaluate(name: str, items: Sequence[LabeledImage], reader: Reader, size: tuple[int, int], padding: float = 0.15,
+             rectify: bool = False) -> tuple[SetScore, list[np.ndarray]]:
     """Score ``reader`` on ``items``; returns the score and the crops (for writing failures)."""
-    crops = [runtime_crop(read_image(item.path), item, size, padding) for item in items]
+    crops = [runtime_crop(read_image(item.path), item, size, padding, rectify) for item in items]
     started = time.perf_counter()
     reads = reader(crops)
     ms = (time.perf_counter() - started) * 1000.0 / max(len(crops), 1)

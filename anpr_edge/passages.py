@@ -385,6 +385,7 @@ class PassageBuilder:
             self._current_vote(passage),
             min_reads=self.voting.settle_reads,
             min_agreement=self.voting.settle_agreement,
+            min_weight=self.voting.settle_weight,
         )
 
     def _waited(self, passage: _Passage) -> bool:

@@ -69,22 +69,24 @@ class PlateReader:
         recognizer: PlateRecognizer,
         *,
         padding: float = 0.15,
+        rectify: bool = False,
         formats: Sequence[PlateFormat] = (),
         min_ratio: float = 0.5,
         min_unaided_ratio: float = DEFAULT_MIN_UNAIDED_RATIO,
     ) -> None:
-        self.detector, self.recognizer, self.padding = detector, recognizer, padding
+        self.detector, self.recognizer, self.padding, self.rectify = detector, recognizer, padding, rectify
         self.formats, self.min_ratio, self.min_unaided_ratio = tuple(formats), min_ratio, min_unaided_ratio
 
     @classmethod
     def from_config(cls, config: AppConfig) -> PlateReader:
         return cls(load_detector(config), load_recognizer(config), padding=config.crop.padding,
+                   rectify=config.crop.rectify,
                    formats=load_plate_formats(config), min_ratio=config.formats.min_ratio,
                    min_unaided_ratio=config.formats.min_unaided_ratio)
 
     def with_formats(self, formats: Sequence[PlateFormat]) -> PlateReader:
         """The same models reading under other formats (evaluation per region)."""
-        return PlateReader(self.detector, self.recognizer, padding=self.padding, formats=formats,
+        return PlateReader(self.detector, self.recognizer, padding=self.padding, rectify=self.rectify, formats=formats,
                            min_ratio=self.min_ratio, min_unaided_ratio=self.min_unaided_ratio)
 
     def format_reads(self, reads: list[PlateRead]) -> list[PlateRead]:
@@ -104,7 +106,7 @@ class PlateReader:
         formats to the vote.
         """
         crops = [
-            crop_plate(image, box, self.recognizer.crop_size, self.padding, camera_id=camera_id,
+            crop_plate(image, box, self.recognizer.crop_size, self.padding, rectify=self.rectify, camera_id=camera_id,
                        frame_index=frame_index, detector_confidence=float(score))
             for box, score in zip(detections.xyxy, detections.confidence)
         ]
@@ -129,6 +131,7 @@ class PlateReader:
                         box,
                         self.recognizer.crop_size,
                         self.padding,
+                        rectify=self.rectify,
                         camera_id=camera_id,
                         frame_index=indices[n],
                         detector_confidence=float(score),

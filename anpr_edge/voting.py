@@ -221,11 +221,16 @@ class Vote:
     agreement: float
     probs: np.ndarray = field(repr=False)
     format: str | None = None
+    # The agreeing reads' summed weight (read_weight: 1 is a certain read of a sharp plate at full width).
+    agreeing_weight: float = 0.0
 
 
-def is_settled(vote: Vote | None, *, min_reads: int, min_agreement: float) -> bool:
-    """Enough consistent reads to stop reading: ``min_reads`` agree with the text, with that share of weight."""
-    return vote is not None and bool(vote.text) and vote.agreeing_reads >= min_reads and vote.agreement >= min_agreement
+def is_settled(vote: Vote | None, *, min_reads: int, min_agreement: float, min_weight: float = 0.0) -> bool:
+    """Enough consistent reads to stop reading: ``min_reads`` agree with the text, with that share of weight,
+    and together weigh at least ``min_weight`` (a few reads of a small, distant plate are not enough then:
+    the plate grows as the car comes closer, and later reads are worth more)."""
+    return (vote is not None and bool(vote.text) and vote.agreeing_reads >= min_reads
+            and vote.agreement >= min_agreement and vote.agreeing_weight >= min_weight)
 
 
 @dataclass
@@ -342,6 +347,7 @@ class VoteAccumulator:
             agreeing_reads=int(agree_count),
             agreement=float(agree_weight) / self._weight,
             probs=probs,
+            agreeing_weight=float(agree_weight),
         )
 
 

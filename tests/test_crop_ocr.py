@@ -10,7 +10,7 @@ import pytest
 from tiny_models import brightness_ocr
 
 from anpr_edge.backends import create_backend
-from anpr_edge.crop import crop_plate, crop_region, fit_crop
+from anpr_edge.crop import crop_plate, crop_region, estimate_roll, fit_crop
 from anpr_edge.errors import BackendError
 from anpr_edge.ocr import PlateRecognizer, decode_greedy, normalize_text
 
@@ -47,6 +47,44 @@ def test_crop_at_frame_edge_replicates_border() -> None:
     assert (crop.image == 200).all()  # outside pixels replicate the edge, no black bars
     fully_outside = crop_plate(image, (500, 500, 560, 520), (64, 32))
     assert fully_outside.image.shape == (32, 64, 3)
+
+
+def _tilted_plate(degrees: float) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """A white 200 x 44 plate with black character bars, turned by ``degrees`` in a grey frame; its box."""
+    plate = np.full((44, 200, 3), 240, np.uint8)
+    for x in range(14, 186, 24):
+        cv2.rectangle(plate, (x, 8), (x + 12, 35), (20, 20, 20), -1)
+    cv2.rectangle(plate, (x - 4, 8), (x + 2, 20), (240, 240, 240), -1)  # not quite symmetric
+    frame = np.full((400, 600, 3), 110, np.uint8)
+    frame[178:222, 200:400] = plate
+    turn = cv2.getRotationMatrix2D((300.0, 200.0), -degrees, 1.0)  # OpenCV's positive angle turns anticlockwise
+    frame = cv2.warpAffine(frame, turn, (600, 400), borderValue=(110, 110, 110))
+    corners = cv2.transform(np.array([[[200, 178], [400, 178], [400, 222], [200, 222]]], np.float32), turn)[0]
+    return frame, (*corners.min(0), *corners.max(0))
+
+
+@pytest.mark.parametrize("degrees", [-18.0, 12.0])
+def test_rectify_turns_a_tilted_plate_level(degrees: float) -> None:
+    frame, box = _tilted_plate(degrees)
+    plain = crop_plate(frame, box, (192, 64), padding=0.15)
+    angle, coherence = estimate_roll(plain.image)
+    assert angle == pytest.approx(degrees, abs=3.0) and coherence > 0.3
+    level = crop_plate(frame, box, (192, 64), padding=0.15, rectify=True)
+    assert abs(estimate_roll(level.image)[0]) < 2.0
+    # The plate (bright) fills more of the crop's width once level, and the transform still maps the plate's
+    # centre to the crop's centre.
+    assert (level.image.mean(axis=(0, 2)) > 150).sum() > (plain.image.mean(axis=(0, 2)) > 150).sum()
+    centre = cv2.transform(np.array([[[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]]], np.float32), level.transform)[0, 0]
+    assert centre == pytest.approx([96, 32], abs=1.0)
+
+
+def test_rectify_leaves_level_plates_alone() -> None:
+    frame, box = _tilted_plate(0.0)
+    assert abs(estimate_roll(crop_plate(frame, box, (192, 64)).image)[0]) < 1.0
+    plain = crop_plate(frame, box, (192, 64))
+    assert np.array_equal(crop_plate(frame, box, (192, 64), rectify=True).image, plain.image)
+    blank = np.full((100, 200, 3), 90, np.uint8)  # no edges at all: nothing to estimate
+    assert estimate_roll(blank) == (0.0, 0.0)
 
 
 def test_fit_crop_any_size_image() -> None:

@@ -126,6 +126,22 @@ def test_settled_needs_enough_agreeing_reads() -> None:
     assert not is_settled(vote_of([make_read("")] * 5), min_reads=1, min_agreement=0.0)
 
 
+def test_settling_can_wait_for_enough_read_weight() -> None:
+    # Reads of a small, distant plate weigh little: three that agree do not settle a vote that needs the
+    # weight of two full reads; the larger reads that follow do.
+    acc = VoteAccumulator(CHARSET)
+    small = read_weight(0.6, width_px=37.0)  # a quarter of the reference width
+    for _ in range(3):
+        acc.add(make_read("AB123CD"), small)
+    vote = acc.vote()
+    assert vote is not None and vote.agreeing_weight == pytest.approx(3 * small)
+    assert is_settled(vote, min_reads=3, min_agreement=0.7)
+    assert not is_settled(vote, min_reads=3, min_agreement=0.7, min_weight=2.0)
+    for _ in range(3):
+        acc.add(make_read("AB123CD"), read_weight(0.6, width_px=200.0))
+    assert is_settled(acc.vote(), min_reads=3, min_agreement=0.7, min_weight=2.0)
+
+
 def test_top_texts_are_exactly_the_n_best() -> None:
     rng = np.random.default_rng(3)
     charset = "ABC"

@@ -250,7 +250,7 @@ def evaluate_crops(name: str, items: Sequence[LabeledImage], reader: PlateReader
             result.ours.failed += 1
             log.warning("%s: %s", name, error)
             continue
-        ours = runtime_crop(image, item, recognizer.crop_size, padding)
+        ours = runtime_crop(image, item, recognizer.crop_size, padding, reader.rectify)
         theirs = ours if baseline_input == "runtime" or not baselines else native_crop(image, item, padding)
         crops.append((item.text, ours, theirs))
     for truth, crop, _ in _progress(crops, f"{name}: ours", progress):

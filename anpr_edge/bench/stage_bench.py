@@ -348,7 +348,7 @@ def run_stage_bench(
         raise SourceError(f"bench: no frame could be decoded from {source}")
     (found,) = detector.detect([first.image])
     box = found.xyxy[0] if len(found) else (0.0, 0.0, float(first.width), float(first.height))
-    recognizer.read_crops([crop_plate(first.image, box, recognizer.crop_size, reader.padding)])
+    recognizer.read_crops([crop_plate(first.image, box, recognizer.crop_size, reader.padding, rectify=reader.rectify)])
     report.settings.setdefault("width", first.width)
     report.settings.setdefault("height", first.height)
     report.settings.setdefault("native_fps", rounded(report.native_fps, 3))
@@ -395,7 +395,8 @@ def run_stage_bench(
             reads: list[Any] = []
             if needed is not None and needed.any():
                 wanted = detections[needed]
-                crops = [crop_plate(frame.image, b, recognizer.crop_size, reader.padding, camera_id=CAMERA_ID,
+                crops = [crop_plate(frame.image, b, recognizer.crop_size, reader.padding, rectify=reader.rectify,
+                                    camera_id=CAMERA_ID,
                                     frame_index=frame.index, detector_confidence=float(score))
                          for b, score in zip(wanted.xyxy, wanted.confidence)]
                 t4 = clock()
