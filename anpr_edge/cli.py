@@ -113,14 +113,18 @@ def cmd_read(args: argparse.Namespace) -> int:
 def cmd_ocr(args: argparse.Namespace) -> int:
     from anpr_edge.pipeline import load_recognizer
 
-    recognizer = load_recognizer(_config(args.config))
+    config = _config(args.config)
+    recognizer = load_recognizer(config)
+    reformat = _reformatter(config, recognizer.charset, config.formats.regions)
     explained = 0
 
     def work(image: np.ndarray) -> dict[str, Any]:
         nonlocal explained
         if args.explain is None:
             (plate,) = recognizer.read_images([image])
-            return {"text": plate.text, "confidence": round(plate.confidence, 4)}
+            if reformat is not None:
+                plate = reformat(plate)
+            return {"text": plate.text, "confidence": round(plate.confidence, 4), "format": plate.format}
         from anpr_edge.explain import attention_sheet
 
         ((crop, plate, attention),) = recognizer.explain([image])

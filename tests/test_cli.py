@@ -178,7 +178,7 @@ def test_ocr_json_contract(tmp_path: Path, models: dict[str, Path]) -> None:
     records = json_lines(result.stdout)
     assert [Path(r["file"]).name for r in records] == ["bright.jpg", "dark.png", "notes.txt"]
     assert records[0]["text"] == "A" and records[1]["text"] == "B"
-    assert set(records[0]) == {"file", "text", "confidence", "ms"}
+    assert set(records[0]) == {"file", "text", "confidence", "format", "ms"} and records[0]["format"] is None
     assert records[2]["error"] == "not an image OpenCV can decode (corrupt, truncated or an unsupported format)"
 
 
