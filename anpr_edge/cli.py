@@ -231,7 +231,15 @@ def cmd_train_ocr(args: argparse.Namespace) -> int:
 
 def cmd_train_detector(args: argparse.Namespace) -> int:
     from anpr_edge.train.det_card import evaluate_detector, load_manifest, write_model_card
-    from anpr_edge.train.det_train import DetTrainOptions, export_onnx, train_detector
+    from anpr_edge.train.det_train import (
+        DetTrainOptions,
+        Lineage,
+        checkpoint_lineage,
+        export_onnx,
+        read_results_csv,
+        save_resume_weights,
+        train_detector,
+    )
 
     options = DetTrainOptions(
         model=args.model, imgsz=args.imgsz, batch=args.batch, minutes=args.minutes, epochs=args.epochs,
@@ -257,10 +265,17 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         from anpr_edge.train.det_data import default_out_dir
 
         data_yaml = default_out_dir(max(640, options.imgsz), options.seed, options.synthetic) / "data.yaml"
+    prior = checkpoint_lineage(options.init_weights) if options.init_weights is not None else None
     card = write_model_card(options, run_dir, onnx, hours=hours, reports=reports,
-                            data_manifest=load_manifest(data_yaml))
+                            data_manifest=load_manifest(data_yaml), prior=prior)
+    saved = None
+    if args.save_weights:
+        epochs = len(read_results_csv(run_dir))
+        total = Lineage(epochs + (prior.epochs if prior else 0), hours * 60 + (prior.minutes if prior else 0.0))
+        saved = save_resume_weights(weights, Path(args.save_weights), total)
     _emit({"onnx": str(onnx), "card": str(card), "weights": str(weights), "run_dir": str(run_dir),
-           "hours": round(hours, 3), "eval": [r.as_dict() for r in reports]}, sys.stdout)
+           "hours": round(hours, 3), "saved_weights": str(saved) if saved else None,
+           "eval": [r.as_dict() for r in reports]}, sys.stdout)
     return 0
 
 
@@ -318,13 +333,9 @@ def _format_list(value: str) -> tuple[str, ...]:
 
 def _reformatter(config: AppConfig, charset: str, formats: Sequence[str]) -> Callable[[PlateRead], PlateRead] | None:
     """A read -> the same read under ``formats`` (None without formats), for the region-formats columns."""
-    from anpr_edge.plate_formats import format_read, load_formats
+    from anpr_edge.ocr_eval import region_reformatter
 
-    if not formats:
-        return None
-    loaded = load_formats(formats, config.formats.custom)
-    return lambda read: format_read(read, charset, loaded, min_ratio=config.formats.min_ratio,
-                                    min_unaided_ratio=config.formats.min_unaided_ratio)
+    return region_reformatter(config.formats, charset, formats)
 
 
 def cmd_eval_ocr(args: argparse.Namespace) -> int:
@@ -630,6 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_det.add_argument("--resume", metavar="LAST.pt", help="resume an interrupted run from its last.pt")
     train_det.add_argument("--output", default="engines/plate_det.onnx", metavar="ONNX", help="exported model path")
     train_det.add_argument("--export-only", action="store_true", help="export the run's best.pt without training")
+    train_det.add_argument("--save-weights", metavar="PT",
+                           help="also save the best weights (weights only, with their total training) for a later "
+                           "session's --init-weights, e.g. engines/resume/plate_det-yolo11n-320.pt")
     train_det.set_defaults(handler=cmd_train_detector)
 
     eval_read = commands.add_parser(

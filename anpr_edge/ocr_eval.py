@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
+from anpr_edge.config import FormatsConfig
 from anpr_edge.crop import crop_plate, fit_crop
 from anpr_edge.errors import AnprError
 from anpr_edge.ocr import PlateRecognizer, normalize_text
@@ -115,6 +116,19 @@ def tesseract_reader(charset: str) -> Reader:
         return out
 
     return read
+
+
+def region_reformatter(formats_config: FormatsConfig, charset: str,
+                       formats: Sequence[str]) -> Callable[[PlateRead], PlateRead] | None:
+    """A read -> the same read under the plate ``formats`` with the configured thresholds (None without
+    formats): the reader of the 'exact, region formats' columns."""
+    from anpr_edge.plate_formats import format_read, load_formats
+
+    if not formats:
+        return None
+    loaded = load_formats(formats, formats_config.custom)
+    return lambda read: format_read(read, charset, loaded, min_ratio=formats_config.min_ratio,
+                                    min_unaided_ratio=formats_config.min_unaided_ratio)
 
 
 def evaluate(name: str, items: Sequence[LabeledImage], reader: Reader, size: tuple[int, int], padding: float = 0.15,

@@ -86,7 +86,14 @@ CHILD = textwrap.dedent(
     result = train_detector(DetTrainOptions(minutes=5, epochs=1, imgsz=64, batch=4, threads=1, cache=False,
                                             data_yaml=data, run_dir=run_dir, output=onnx))
     export_onnx(result.best, onnx, imgsz=64)
-    print(json.dumps({"attempts": attempts, "epochs": result.epochs, "best": str(result.best)}))
+    # Weights kept for a later session's --init-weights carry the total training behind them.
+    from anpr_edge.train.det_train import Lineage, checkpoint_lineage, save_resume_weights
+    own = checkpoint_lineage(result.best)
+    saved = save_resume_weights(result.best, run_dir / "keep" / "resume.pt", Lineage(own.epochs + 16, own.minutes + 90))
+    total = checkpoint_lineage(saved)
+    print(json.dumps({"attempts": attempts, "epochs": result.epochs, "best": str(result.best),
+                      "own": [own.epochs, own.minutes], "total": [total.epochs, total.minutes],
+                      "saved_mb": saved.stat().st_size / 1e6}))
     """
 )
 
@@ -107,6 +114,10 @@ def test_one_offline_epoch_exports_a_model_the_runtime_reads(tmp_path: Path) -> 
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["attempts"] == [], summary["attempts"]
     assert summary["epochs"] == 1 and Path(summary["best"]).is_file()
+    own_epochs, own_minutes = summary["own"]
+    assert own_epochs == 1 and 0 < own_minutes < 10
+    assert summary["total"] == [17, pytest.approx(own_minutes + 90, abs=0.01)]
+    assert summary["saved_mb"] < 15  # small enough to commit between sessions
     # stdout carried only our JSON: ultralytics' own logging went to stderr.
     assert len(result.stdout.strip().splitlines()) == 1, result.stdout[:2000]
     assert "Ultralytics" in result.stderr

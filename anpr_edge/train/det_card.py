@@ -18,7 +18,7 @@ from anpr_edge.config import default_config
 from anpr_edge.detector import PlateDetector
 from anpr_edge.pipeline import PlateReader
 from anpr_edge.read_eval import ReadEvalReport, evaluate_read, format_table, shared_scene_sets
-from anpr_edge.train.det_train import DetTrainOptions, read_results_csv
+from anpr_edge.train.det_train import DetTrainOptions, Lineage, read_results_csv
 from anpr_edge.train.ocr_card import machine
 
 
@@ -55,10 +55,19 @@ def _history_table(rows: list[dict[str, float]]) -> str:
 
 def write_model_card(options: DetTrainOptions, run_dir: Path, onnx: Path, *, hours: float,
                      reports: list[ReadEvalReport], data_manifest: dict[str, Any] | None,
-                     path: Path | None = None, notes: str = "") -> Path:
+                     path: Path | None = None, notes: str = "", prior: Lineage | None = None) -> Path:
+    """``prior``: the training behind ``options.init_weights`` when this run continued earlier weights."""
     path = path or onnx.with_suffix(".md")
     history = read_results_csv(run_dir)
     epochs = int(history[-1]["epoch"]) if history else 0
+    reproduce = f"anpr-edge train-detector --minutes {options.minutes:g} --imgsz {options.imgsz} --batch {options.batch}"
+    lineage = ""
+    if options.init_weights is not None:
+        reproduce += f" --init-weights {options.init_weights}"
+        if prior is not None:
+            lineage = (f"\n- This run continued `{options.init_weights}` ({prior.epochs} epochs, {prior.minutes:.0f} "
+                       f"minutes of earlier training, a schedule of its own): {prior.epochs + epochs} epochs and "
+                       f"{prior.minutes + hours * 60:.0f} minutes of training in all. The epochs below are this run's.")
     params = ""
     try:
         args = (run_dir / "args.yaml").read_text(encoding="utf-8")
@@ -81,8 +90,8 @@ ONNX Runtime, letterbox, OpenCV NMS, fixed-size crop, the bundled OCR `engines/o
   batch {options.batch}, SGD/auto optimizer, ultralytics' default augmentation (mosaic, HSV, scale,
   translate, flips) with mosaic off for the last {options.close_mosaic} epochs; the epoch count follows
   the time budget (ultralytics `time`), so the learning-rate schedule ends annealed.
-- Reproduce: `anpr-edge train-detector --minutes {options.minutes:g} --imgsz {options.imgsz} --batch {options.batch}`
-  (needs the `[train]` extra; makes no network call).
+- Reproduce: `{reproduce}`
+  (needs the `[train]` extra; makes no network call).{lineage}
 
 ## Data
 Built by `anpr_edge/train/det_data.py` (dataset version 1, long side <= 640 px, cached outside the tree).

@@ -298,3 +298,45 @@ def read_results_csv(run_dir: Path) -> list[dict[str, float]]:
                     continue
             rows.append(parsed)
     return rows
+
+
+# ------------------------------------------------------------------------------------------------ lineage
+LINEAGE_KEY = "anpr_edge_lineage"  # our key in a saved checkpoint: epochs and minutes of all its training
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """How much training a set of weights has had, over every session that continued it."""
+
+    epochs: int
+    minutes: float
+
+
+def checkpoint_lineage(weights: Path) -> Lineage:
+    """Epochs and minutes of training behind ``weights`` (an ultralytics .pt): our saved total when the
+    checkpoint carries one (``save_resume_weights``), else the run's own ``train_results``."""
+    import torch
+
+    checkpoint = torch.load(str(weights), map_location="cpu", weights_only=False)
+    saved = checkpoint.get(LINEAGE_KEY)
+    if isinstance(saved, dict):
+        return Lineage(int(saved["epochs"]), float(saved["minutes"]))
+    results = checkpoint.get("train_results") or {}
+    epochs, times = results.get("epoch") or [], results.get("time") or []
+    return Lineage(int(epochs[-1]) if epochs else 0, float(times[-1]) / 60.0 if times else 0.0)
+
+
+def save_resume_weights(best: Path, destination: Path, lineage: Lineage) -> Path:
+    """Weights-only copy of ``best`` (no optimizer or EMA state: ~5 MB for a nano model) for a later session's
+    ``--init-weights``, carrying the total training behind it so that session's card can say so."""
+    import_ultralytics()
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    if not best.is_file():
+        raise ConfigError(f"no detector weights at {best}")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with stdout_to_stderr():
+        strip_optimizer(str(best), str(destination),
+                        updates={LINEAGE_KEY: {"epochs": lineage.epochs, "minutes": round(lineage.minutes, 2)}})
+    return destination
+

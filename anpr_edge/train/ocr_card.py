@@ -16,7 +16,17 @@ from pathlib import Path
 from anpr_edge.backends import create_backend
 from anpr_edge.errors import AnprError
 from anpr_edge.ocr import PlateRecognizer
-from anpr_edge.ocr_eval import evaluate, format_table, latency_ms, recognizer_reader, shared_eval_sets, tesseract_reader
+from anpr_edge.config import default_config
+from anpr_edge.ocr_eval import (
+    evaluate,
+    format_table,
+    latency_ms,
+    recognizer_reader,
+    region_reformatter,
+    shared_eval_sets,
+    tesseract_reader,
+)
+from anpr_edge.train.datasets import region_formats
 from anpr_edge.train.ocr_model import count_parameters
 from anpr_edge.train.ocr_train import OcrTrainConfig, PlateOcrNet, TrainResult
 
@@ -59,11 +69,18 @@ def write_model_card(config: OcrTrainConfig, result: TrainResult, path: Path | N
         baseline_note = "Tesseract 5 (`--psm 7`, charset whitelist, crop upscaled 2x) on the same crops."
     except AnprError as error:
         baseline, baseline_note = None, f"Baseline not run: {error}."
-    rows = []
+    rows, formatted = [], []
+    formats_config = default_config().formats
     for name, items in shared_eval_sets(recognizer.charset, config.data.real_sets + config.data.test_sets):
         ours, _ = evaluate(name, items, recognizer_reader(recognizer), recognizer.crop_size, config.data.padding)
         base = evaluate(name, items, baseline, recognizer.crop_size, config.data.padding)[0] if baseline else None
         rows.append((ours, base))
+        # The same reads under the set's region formats (plate_formats, default thresholds), as `read` gives
+        # them when `formats.regions` is configured.
+        formats = region_formats(name)
+        reformat = region_reformatter(formats_config, recognizer.charset, formats)
+        formatted.append((evaluate(name, items, recognizer_reader(recognizer, reformat=reformat), recognizer.crop_size,
+                                   config.data.padding)[0], formats) if reformat is not None else None)
     single, batched = latency_ms(recognizer, 1), latency_ms(recognizer, 32)
     model = config.model
     params = count_parameters(PlateOcrNet(model.network()))
@@ -109,9 +126,10 @@ validation splits: step {result.best_step} of {result.steps}, {result.seconds / 
 Command: `{_command()}`.
 {_lineage(result)}
 ## Accuracy (exact match = the whole plate right; CER = character error rate)
-{baseline_note}
+{baseline_note} "Region formats": the same reads constrained by the set's
+region plate formats (`formats.regions`, default thresholds), as `anpr-edge read` reports them when configured.
 
-{format_table(rows)}
+{format_table(rows, formatted)}
 
 ## Speed (single-thread ONNX Runtime, this machine: {machine()})
 - batch 1: {single:.2f} ms per crop
