@@ -129,6 +129,40 @@ def test_training_refuses_the_test_set(tmp_path: Path, tiny_shared: Path) -> Non
         train_ocr(config, max_steps=1, progress=False)
 
 
+def test_leave_one_region_out_trains_without_each_set_and_scores_all(tmp_path: Path, tiny_shared: Path) -> None:
+    from anpr_edge.errors import ConfigError
+    from anpr_edge.train.loro import format_table, leave_one_region_out
+
+    # A second tiny region next to the fixture's us set.
+    other = tiny_shared.parent / "br-plate-crops"
+    (other / "images").mkdir(parents=True)
+    rows = ["file,text,xmin,ymin,xmax,ymax"]
+    for n, text in enumerate(TEXTS * 2):
+        cv2.imwrite(str(other / f"images/{n}.png"), plate_image(text[::-1]))
+        rows.append(f"images/{n}.png,{text[::-1]},,,,")
+    (other / "labels.csv").write_text("\n".join(rows) + "\n")
+    config = tiny_config(tmp_path).model_copy(
+        update={"data": OcrDataSettings(real_sets=["us-nyc-plate-crops", "br-plate-crops"], test_sets=[],
+                                        synthetic_samples=0)})
+
+    runs = leave_one_region_out(config, tmp_path / "loro", max_steps=2, progress=False)
+    assert [r.left_out for r in runs] == [None, "us-nyc-plate-crops", "br-plate-crops"]
+    assert [r.trained_on for r in runs] == [("us-nyc-plate-crops", "br-plate-crops"), ("br-plate-crops",),
+                                           ("us-nyc-plate-crops",)]
+    for run in runs:  # every model scored on the same validation splits, each its own file
+        assert set(run.exact) == {"us-nyc-plate-crops:val", "br-plate-crops:val"} and run.steps == 2
+        assert Path(run.onnx).is_file()
+    assert len({r.onnx for r in runs}) == 3
+    assert not (REPO / "engines" / "ocr-all.onnx").exists()
+    table = format_table(runs).splitlines()
+    assert table[3].startswith("| all but us-nyc-plate-crops |") and table[3].count("**") == 2
+    assert "(all: " in table[3]
+    assert json.loads((tmp_path / "loro" / "loro.json").read_text())[2]["left_out"] == "br-plate-crops"
+
+    with pytest.raises(ConfigError, match="not among the training sets"):
+        leave_one_region_out(config, tmp_path / "loro2", left_out=["cn-plate-crops"], max_steps=1, progress=False)
+
+
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "anpr_edge", *args], capture_output=True, text=True, timeout=300,
                           env={**os.environ, **env}, cwd=REPO)

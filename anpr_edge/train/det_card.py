@@ -60,7 +60,8 @@ def write_model_card(options: DetTrainOptions, run_dir: Path, onnx: Path, *, hou
     path = path or onnx.with_suffix(".md")
     history = read_results_csv(run_dir)
     epochs = int(history[-1]["epoch"]) if history else 0
-    reproduce = f"anpr-edge train-detector --minutes {options.minutes:g} --imgsz {options.imgsz} --batch {options.batch}"
+    reproduce = (f"anpr-edge train-detector --minutes {options.minutes:g} --imgsz {options.imgsz} "
+                 f"--batch {options.batch} --optimizer {options.optimizer}")
     lineage = ""
     if options.init_weights is not None:
         reproduce += f" --init-weights {options.init_weights}"
@@ -87,7 +88,7 @@ ONNX Runtime, letterbox, OpenCV NMS, fixed-size crop, the bundled OCR `engines/o
 - Training size {options.imgsz} px (letterboxed square); the runtime size is `models.detector.input_size`
   (default: the training size from the model's metadata).
 - Training: {epochs} epochs in {hours * 60:.0f} minutes on {machine()} (CPU only: no GPU was available),
-  batch {options.batch}, SGD/auto optimizer, ultralytics' default augmentation (mosaic, HSV, scale,
+  batch {options.batch}, {options.optimizer} optimizer, ultralytics' default augmentation (mosaic, HSV, scale,
   translate, flips) with mosaic off for the last {options.close_mosaic} epochs; the epoch count follows
   the time budget (ultralytics `time`), so the learning-rate schedule ends annealed.
 - Reproduce: `{reproduce}`
