@@ -26,6 +26,7 @@ from anpr_edge.config import (
 from anpr_edge.errors import ConfigError
 from anpr_edge.events import event_to_payload, validate_payload
 from anpr_edge.passages import PassageBuilder, text_hash
+from anpr_edge.voting import read_weight
 from anpr_edge.values import ListMatch, PlateEvent
 
 pytestmark = pytest.mark.timeout(60)
@@ -147,9 +148,34 @@ def test_a_fragment_at_entry_joins_the_passage_that_follows() -> None:
 
 
 def test_a_fragment_that_reads_as_another_plate_stays_its_own_passage() -> None:
-    b = builder()
+    # settle_weight 0: the fragment's three reads settle it, so it is evidence of another plate. With the
+    # default weight these reads of a 50 px plate are too weak to settle and it is merged (next test).
+    b = builder(voting=VotingConfig(settle_weight=0.0))
     out = drive(b, entry_fragment("XY98765") + empty(8) + passage("AB123CD", 12, start=(190, 160)) + empty(8))
     assert sorted(e.text for _, e in out) == ["AB123CD", "XY98765"]
+
+
+def test_a_weakly_read_fragment_is_merged_whatever_it_reads() -> None:
+    """Three reads of a 50 px plate weigh under the default settle_weight (1): too weak to keep apart as
+    another plate, so the track that picks the fragment up takes its reads and reports one passage."""
+    out = drive(builder(), entry_fragment("XY98765") + empty(8) + passage("AB123CD", 12, start=(190, 160)) + empty(8))
+    assert [e.text for _, e in out] == ["AB123CD"] and out[0][1].reads == 3 + 12
+
+
+def test_the_default_settle_weight_waits_for_the_plate_to_come_closer() -> None:
+    """A plate approaching from 40 px wide: its first agreeing reads are too small to settle the vote under
+    the default settle_weight; the early event leaves once the agreeing reads weigh 1 (count them here with
+    the same read_weight), while settle_weight 0 emits after settle_reads reads."""
+    widths = [40.0 + 10.0 * i for i in range(20)]
+    steps: list[Step] = [[((200.0, 100.0 + 5 * i, 200.0 + w, 100.0 + 5 * i + w / 4), "AB123CD")] for i, w in enumerate(widths)]
+    confidence = make_read("AB123CD").confidence
+    weights = np.cumsum([read_weight(confidence, width_px=w) for w in widths])
+    expected = next(i for i, total in enumerate(weights) if i >= 2 and total >= 1.0)
+    assert expected > 2  # the scenario is one where the weight matters
+    out = drive(builder(events=EventsConfig(early=True)), steps + empty(8))
+    assert [i for i, _ in out] == [expected]
+    out = drive(builder(events=EventsConfig(early=True), voting=VotingConfig(settle_weight=0.0)), steps + empty(8))
+    assert [i for i, _ in out] == [2]
 
 
 def test_a_fragment_nobody_takes_is_reported_after_the_hold() -> None:
@@ -164,7 +190,8 @@ def test_a_fragment_nobody_takes_is_reported_after_the_hold() -> None:
 
 # ---------------------------------------------------------------------------------------- early events
 def test_early_event_when_the_vote_settles_and_only_one() -> None:
-    b = builder(events=EventsConfig(early=True), voting=VotingConfig(settle_reads=3, settle_agreement=0.7))
+    b = builder(events=EventsConfig(early=True),
+                voting=VotingConfig(settle_reads=3, settle_agreement=0.7, settle_weight=0.0))
     steps = passage("AB123CD", 20)
     steps[1] = [(steps[1][0][0], "AB128CD")]  # a misread delays the settling by a frame
     out = drive(b, steps + empty(8))
@@ -197,7 +224,8 @@ def test_a_plate_whose_reads_never_agree_gets_its_event_after_max_wait() -> None
 
 
 def test_ocr_stops_on_settled_tracks() -> None:
-    b = builder(events=EventsConfig(early=True), voting=VotingConfig(settle_reads=2, settle_agreement=0.5))
+    b = builder(events=EventsConfig(early=True),
+                voting=VotingConfig(settle_reads=2, settle_agreement=0.5, settle_weight=0.0))
     other = (450, 300, 550, 325)
     for i in range(2):
         box = moving_box((200, 100), (0, 10), i)

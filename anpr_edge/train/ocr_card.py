@@ -143,7 +143,9 @@ region plate formats (`formats.regions`, default thresholds), as `anpr-edge read
 ## Limits
 - No real European crops in training: European plates are learnt from synthetic ones only; the French test
   measures that transfer.
-- A leave-one-region-out table (train without a region, test on it) is not measured yet.
+- How it reads a region it has no real crops of: `anpr-edge loro-ocr` trains without each real set and
+  scores on it (the leave-one-region-out table, docs/BENCHMARKS.md once measured); the French test is
+  that measurement for Europe in every run.
 - Below the project's targets: exact match >= 95% on US and BR, >= 90% on TN and on the French test; speed
   <= 2 ms per crop at batch 1 and <= 0.5 ms at batch 32. This model has {result.prior_minutes + result.seconds / 60:.0f}
   minutes of training on {os.cpu_count()} CPU cores; longer runs (`--init-weights engines/ocr.onnx`), a GPU run
