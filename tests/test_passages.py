@@ -26,8 +26,8 @@ from anpr_edge.config import (
 from anpr_edge.errors import ConfigError
 from anpr_edge.events import event_to_payload, validate_payload
 from anpr_edge.passages import PassageBuilder, text_hash
-from anpr_edge.voting import read_weight
 from anpr_edge.values import ListMatch, PlateEvent
+from anpr_edge.voting import read_weight
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -167,7 +167,8 @@ def test_the_default_settle_weight_waits_for_the_plate_to_come_closer() -> None:
     the default settle_weight; the early event leaves once the agreeing reads weigh 1 (count them here with
     the same read_weight), while settle_weight 0 emits after settle_reads reads."""
     widths = [40.0 + 10.0 * i for i in range(20)]
-    steps: list[Step] = [[((200.0, 100.0 + 5 * i, 200.0 + w, 100.0 + 5 * i + w / 4), "AB123CD")] for i, w in enumerate(widths)]
+    steps: list[Step] = [[((200.0, 100.0 + 5 * i, 200.0 + w, 100.0 + 5 * i + w / 4), "AB123CD")]
+                         for i, w in enumerate(widths)]
     confidence = make_read("AB123CD").confidence
     weights = np.cumsum([read_weight(confidence, width_px=w) for w in widths])
     expected = next(i for i, total in enumerate(weights) if i >= 2 and total >= 1.0)
