@@ -298,7 +298,13 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
 
 def cmd_eval_read(args: argparse.Namespace) -> int:
     from anpr_edge.pipeline import PlateReader
-    from anpr_edge.read_eval import evaluate_read, format_table, read_scene_labels, shared_scene_sets
+    from anpr_edge.read_eval import (
+        evaluate_read,
+        format_table,
+        read_scene_labels,
+        shared_scene_sets,
+        write_detection_errors,
+    )
     from anpr_edge.train.datasets import region_formats
 
     config = _config(args.config)
@@ -329,6 +335,9 @@ def cmd_eval_read(args: argparse.Namespace) -> int:
                                min_confidence=config.models.ocr.min_confidence, formats=formats,
                                reformat=_reformatter(config, reader.recognizer.charset, formats))
         reports.append(report)
+        if args.errors:
+            count = write_detection_errors(Path(args.errors), report, scenes)
+            log.info("%s: %d false positives and misses written to %s", name, count, args.errors)
         if args.json:
             _emit(report.as_dict(), sys.stdout)
     if not args.json:
@@ -701,6 +710,8 @@ def build_parser() -> argparse.ArgumentParser:
     eval_read.add_argument("--formats", metavar="F1,F2", type=_format_list,
                            help="plate formats of the label CSVs' region, for the 'exact, region formats' column "
                            "(the shared sets use their region's)")
+    eval_read.add_argument("--errors", metavar="DIR", help="write each false positive and missed plate, with its "
+                           "surroundings and the labelled boxes drawn, to DIR/<set>/ for inspection")
     eval_read.add_argument("--json", action="store_true", help="JSON lines per set instead of a table")
     eval_read.set_defaults(handler=cmd_eval_read)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -163,6 +164,7 @@ class ReadEvalReport:
     exact_formats: int = 0
     ms: list[float] = field(default_factory=list)
     misses: list[dict[str, Any]] = field(default_factory=list)
+    false_positive_boxes: list[dict[str, Any]] = field(default_factory=list)  # {"file", "box"}
 
     @property
     def recall(self) -> float:
@@ -244,6 +246,9 @@ def evaluate_read(name: str, scenes: Sequence[LabeledScene], read: ReadFunction,
         report.found += int((matched >= 0).sum())
         report.predictions += len(predicted)
         report.false_positives += len(predicted) - int((matched >= 0).sum())
+        taken = {int(i) for i in matched if i >= 0}
+        report.false_positive_boxes += [{"file": str(scene.path), "box": [round(float(v), 1) for v in box]}
+                                        for k, box in enumerate(predicted) if k not in taken]
         for box, hit in zip(truth, matched):
             cell = report.by_width[width_bin(float(box[2] - box[0]))]
             cell[1] += 1
@@ -257,6 +262,35 @@ def evaluate_read(name: str, scenes: Sequence[LabeledScene], read: ReadFunction,
             if reformat is not None:
                 report.exact_formats += int(_best_text([reformat(r) for r in reads], min_confidence) == labelled[0])
     return report
+
+
+def write_detection_errors(folder: Path, report: ReadEvalReport, scenes: Sequence[LabeledScene]) -> int:
+    """Save each false positive and each missed plate of ``report`` with its surroundings, for a look by eye
+    (are the false positives unlabelled plates, boxes off the label, or text and grilles?), as
+    ``<set>/fp_<n>_<image>.png`` and ``<set>/miss_<n>_<image>.png``: the box in red, the image's labelled
+    boxes in green, one box width of context left and right, two heights above and below. Returns the count."""
+    labelled = {str(s.path): s.boxes for s in scenes}
+    target = folder / "".join(c if c.isalnum() or c in "-_." else "_" for c in report.name)
+    target.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for kind, records in (("fp", report.false_positive_boxes), ("miss", report.misses)):
+        for n, record in enumerate(records):
+            try:
+                image = load_image(record["file"])
+            except ImageError:
+                continue
+            x1, y1, x2, y2 = record["box"]
+            w, h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+            left, top = int(max(0, x1 - w)), int(max(0, y1 - 2 * h))
+            right, bottom = int(min(image.shape[1], x2 + w)), int(min(image.shape[0], y2 + 2 * h))
+            view = np.ascontiguousarray(image[top:bottom, left:right])
+            boxes = [(b, (0, 255, 0)) for b in labelled.get(record["file"], ())] + [(record["box"], (0, 0, 255))]
+            for box, colour in boxes:
+                cv2.rectangle(view, (int(box[0]) - left, int(box[1]) - top), (int(box[2]) - left, int(box[3]) - top),
+                              colour, 1)
+            cv2.imwrite(str(target / f"{kind}_{n:04d}_{Path(record['file']).stem}.png"), view)
+            written += 1
+    return written
 
 
 def _pct(value: float) -> str:

@@ -22,6 +22,7 @@ from anpr_edge.read_eval import (
     match_detections,
     read_scene_labels,
     width_bin,
+    write_detection_errors,
 )
 from anpr_edge.values import PlateRead
 
@@ -83,6 +84,13 @@ def test_evaluate_read_scores_detection_and_text(tmp_path: Path) -> None:
     assert report.by_width == {"<40": [1, 1], "40-80": [0, 1], ">80": [1, 1]}
     assert (report.text_images, report.exact) == (1, 1)
     assert report.misses == [{"file": str(tmp_path / "two.png"), "box": [100.0, 50.0, 160.0, 70.0]}]
+    assert report.false_positive_boxes == [{"file": str(tmp_path / "one.png"), "box": [150.0, 60.0, 190.0, 90.0]}]
+    assert write_detection_errors(tmp_path / "errors", report, scenes) == 2
+    written = sorted(p.name for p in (tmp_path / "errors" / "toy").iterdir())
+    assert written == ["fp_0000_one.png", "miss_0000_two.png"]
+    view = cv2.imread(str(tmp_path / "errors" / "toy" / "fp_0000_one.png"))
+    # the false positive with one box width of context each side, clipped to the 200x100 image: x 110-200, y 0-100
+    assert view.shape[:2] == (100, 90) and (view[..., 2] == 255).any()  # its box drawn in red
     data = report.as_dict()
     assert data["false_positives_per_image"] == 0.5 and data["exact_match"] == 1.0
     table = format_table([report])
@@ -120,8 +128,11 @@ def test_eval_read_command_on_known_boxes(tmp_path: Path, models: dict[str, Path
     assert record["recall"] == 0.5 and record["precision"] == 0.5
     assert record["exact_match"] == 0.5  # bright read 'A' (right); dark read 'B' (wrong)
     assert record["ms_median"] > 0
-    table = cli("eval-read", "--config", str(config), str(tmp_path / "labels.csv"))
+    table = cli("eval-read", "--config", str(config), "--errors", str(tmp_path / "errors"), str(tmp_path / "labels.csv"))
     assert table.returncode == 0 and table.stdout.startswith("| set |")
+    # dark.png: the constant box matches no label (a false positive) and its labelled plate is missed
+    assert sorted(p.name for p in (tmp_path / "errors" / tmp_path.name).iterdir()) == ["fp_0000_dark.png",
+                                                                                      "miss_0000_dark.png"]
     missing = cli("eval-read", "--config", str(config))
     assert missing.returncode == 2 and "give label CSV files" in missing.stderr
     formatted = cli("eval-read", "--json", "--formats", "US,BR", "--config", str(config), str(tmp_path / "labels.csv"))
