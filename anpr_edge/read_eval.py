@@ -156,7 +156,6 @@ class ReadEvalReport:
     plates: int = 0
     found: int = 0
     predictions: int = 0
-    false_positives: int = 0
     by_width: dict[str, list[int]] = field(default_factory=lambda: {name: [0, 0] for name, _, _ in WIDTH_BINS})
     text_images: int = 0
     exact: int = 0
@@ -165,6 +164,10 @@ class ReadEvalReport:
     ms: list[float] = field(default_factory=list)
     misses: list[dict[str, Any]] = field(default_factory=list)
     false_positive_boxes: list[dict[str, Any]] = field(default_factory=list)  # {"file", "box"}
+
+    @property
+    def false_positives(self) -> int:
+        return len(self.false_positive_boxes)
 
     @property
     def recall(self) -> float:
@@ -245,7 +248,6 @@ def evaluate_read(name: str, scenes: Sequence[LabeledScene], read: ReadFunction,
         report.plates += len(truth)
         report.found += int((matched >= 0).sum())
         report.predictions += len(predicted)
-        report.false_positives += len(predicted) - int((matched >= 0).sum())
         taken = {int(i) for i in matched if i >= 0}
         report.false_positive_boxes += [{"file": str(scene.path), "box": [round(float(v), 1) for v in box]}
                                         for k, box in enumerate(predicted) if k not in taken]
