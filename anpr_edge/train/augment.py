@@ -2,13 +2,21 @@
 
 Real crops are already degraded by real cameras, so these are milder than the synthetic generator's
 degradations: small geometric changes (detector boxes are never exact), photometric changes (exposure,
-colour, IR-like grey), and camera artefacts (blur, motion blur, noise, JPEG), each with its own probability.
+colour, IR-like grey, polarity), and camera artefacts (blur, motion blur, noise, JPEG), each with its own
+probability.
+
+Polarity inversion is there because each real set has one plate look: every Tunisian crop is white text on
+black, so without it the model learns "light on dark means the Tunisian NNN T NNNN format" and reads old
+black French plates (and any other dark plate of a region it has not seen) in that shape. Inverted crops
+keep each format's text and swap its colours, so colour stops predicting format.
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+INVERT_PROBABILITY = 0.2  # share of crops (at strength 1) shown with light and dark swapped
 
 
 def _affine(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -77,6 +85,8 @@ def augment_crop(image: np.ndarray, rng: np.random.Generator, strength: float = 
         image = _affine(image, rng)
     if rng.random() < 0.8 * strength:
         image = _photometric(image, rng)
+    if rng.random() < INVERT_PROBABILITY * strength:
+        image = 255 - image
     if rng.random() < 0.8 * strength:
         image = _camera(image, rng)
     return image

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from anpr_edge.backends import create_backend
+from anpr_edge.config import default_config
 from anpr_edge.errors import AnprError
 from anpr_edge.ocr import PlateRecognizer
-from anpr_edge.config import default_config
 from anpr_edge.ocr_eval import (
     evaluate,
     format_table,
@@ -121,8 +121,9 @@ that command on the exported ONNX model through the runtime path (`PlateRecogniz
 ## Recipe
 AdamW (lr {config.lr}, weight decay {config.weight_decay}), warm-up then cosine over a {config.minutes:g}-minute
 time budget, batch {config.batch_size}, label smoothing {config.label_smoothing}, train-time augmentation
-(affine, colour, IR grey, blur, motion blur, low resolution, noise, JPEG). Best step by mean exact match on the
-validation splits: step {result.best_step} of {result.steps}, {result.seconds / 60:.1f} minutes of training on {machine()}.
+(affine, colour, IR grey, polarity inversion, blur, motion blur, low resolution, noise, JPEG). Best step by
+mean exact match on the validation splits: step {result.best_step} of {result.steps}, {result.seconds / 60:.1f}
+minutes of training on {machine()}.
 Command: `{_command()}`.
 {_lineage(result)}
 ## Accuracy (exact match = the whole plate right; CER = character error rate)
@@ -144,8 +145,9 @@ region plate formats (`formats.regions`, default thresholds), as `anpr-edge read
 - No real European crops in training: European plates are learnt from synthetic ones only; the French test
   measures that transfer.
 - How it reads a region it has no real crops of: `anpr-edge loro-ocr` trains without each real set and
-  scores on it (the leave-one-region-out table, docs/BENCHMARKS.md once measured); the French test is
-  that measurement for Europe in every run.
+  scores on it (the leave-one-region-out table); not measured yet: a run from scratch reads nothing
+  before about 1,250 steps and reaches ~70% at 2,500, so the table needs 4 runs of >= 30 minutes on a
+  0.5-0.7 s/step machine. The French test is that measurement for Europe in every run.
 - Below the project's targets: exact match >= 95% on US and BR, >= 90% on TN and on the French test; speed
   <= 2 ms per crop at batch 1 and <= 0.5 ms at batch 32. This model has {result.prior_minutes + result.seconds / 60:.0f}
   minutes of training on {os.cpu_count()} CPU cores; longer runs (`--init-weights engines/ocr.onnx`), a GPU run
