@@ -274,18 +274,23 @@ def write_detection_errors(folder: Path, report: ReadEvalReport, scenes: Sequenc
     labelled = {str(s.path): s.boxes for s in scenes}
     target = folder / "".join(c if c.isalnum() or c in "-_." else "_" for c in report.name)
     target.mkdir(parents=True, exist_ok=True)
+    images: dict[str, np.ndarray | None] = {}  # an image with several errors is read once
     written = 0
     for kind, records in (("fp", report.false_positive_boxes), ("miss", report.misses)):
         for n, record in enumerate(records):
-            try:
-                image = load_image(record["file"])
-            except ImageError:
+            if record["file"] not in images:
+                try:
+                    images[record["file"]] = load_image(record["file"])
+                except ImageError:
+                    images[record["file"]] = None
+            image = images[record["file"]]
+            if image is None:
                 continue
             x1, y1, x2, y2 = record["box"]
             w, h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
             left, top = int(max(0, x1 - w)), int(max(0, y1 - 2 * h))
             right, bottom = int(min(image.shape[1], x2 + w)), int(min(image.shape[0], y2 + 2 * h))
-            view = np.ascontiguousarray(image[top:bottom, left:right])
+            view = image[top:bottom, left:right].copy()  # drawn on: the cached image stays clean
             boxes = [(b, (0, 255, 0)) for b in labelled.get(record["file"], ())] + [(record["box"], (0, 0, 255))]
             for box, colour in boxes:
                 cv2.rectangle(view, (int(box[0]) - left, int(box[1]) - top), (int(box[2]) - left, int(box[3]) - top),
