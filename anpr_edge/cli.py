@@ -465,7 +465,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     notifier = SystemdNotifier()
     try:
         with notifier.extending(120.0):  # a first start may build TensorRT engines for minutes
-            reader: PlateReader | None = PlateReader.from_config(config)
+            reader: PlateReader | None = PlateReader.from_config(config, fallback=False)
     except AnprError as error:
         reader = None
         log.warning("%s", error)
@@ -715,9 +715,9 @@ def build_parser() -> argparse.ArgumentParser:
     eval_read.add_argument("--json", action="store_true", help="JSON lines per set instead of a table")
     eval_read.set_defaults(handler=cmd_eval_read)
 
+    from anpr_edge.bench.accuracy import register as register_eval
     from anpr_edge.bench.cli import register as register_bench_passages
     from anpr_edge.bench.mqtt_bench import register as register_bench_mqtt
-    from anpr_edge.bench.accuracy import register as register_eval
     from anpr_edge.bench.service_bench import register as register_bench_service
     from anpr_edge.bench.sizes import register as register_bench_sizes
     from anpr_edge.bench.stage_bench import register as register_bench_stages

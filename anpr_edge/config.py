@@ -99,6 +99,16 @@ class DetectorConfig(Section):
         multiple_of=32,
         description="Letterbox size in pixels (multiple of 32). Default: the model's own input size.",
     )
+    fallback_size: int | None = Field(
+        512,
+        ge=160,
+        le=1920,
+        multiple_of=32,
+        description="`anpr-edge read` only: a photo in which the detector finds no plate at input_size is looked "
+        "at again at this larger size, which finds small, distant plates (docs/BENCHMARKS.md); it costs a second "
+        "detector run on those photos only. null, or a size not above input_size, turns it off. The daemon does "
+        "not use it: an approaching car's plate grows in later frames.",
+    )
     confidence: Probability = Field(0.35, description="Minimum detector score for a plate box.")
     iou: Probability = Field(0.5, description="IoU above which overlapping boxes are merged by NMS.")
     max_detections: int = Field(20, ge=1, le=1000, description="Most plates kept per frame.")

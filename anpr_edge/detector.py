@@ -94,22 +94,23 @@ class PlateDetector:
         confidence: float = 0.35,
         iou: float = 0.5,
         max_detections: int = 20,
+        size_key: str = "models.detector.input_size",
     ) -> None:
         if len(backend.inputs) != 1 or len(backend.inputs[0].shape) != 4:
             raise BackendError(f"{backend.path.name}: not a detector model (expects one NCHW image input)")
         self.backend = backend
-        self.input_size = self._resolve_size(backend, input_size)
+        self.input_size = self._resolve_size(backend, input_size, size_key)
         self.confidence, self.iou, self.max_detections = confidence, iou, max_detections
 
     @staticmethod
-    def _resolve_size(backend: InferenceBackend, requested: int | None) -> int:
+    def _resolve_size(backend: InferenceBackend, requested: int | None, size_key: str) -> int:
         _, _, height, width = backend.inputs[0].shape
         if height is not None and width is not None:
             if height != width:
                 raise BackendError(f"{backend.path.name}: detector input must be square, not {width}x{height}")
             if requested is not None and requested != height:
                 raise BackendError(
-                    f"models.detector.input_size {requested} does not match the model's fixed input size {height}"
+                    f"{size_key} {requested} does not match the model's fixed input size {height}"
                 )
             return height
         if requested is not None:

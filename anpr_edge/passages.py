@@ -20,10 +20,10 @@ lost and found again) is the same car and is not reported; after the window it i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import os
-import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence

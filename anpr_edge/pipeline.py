@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from anpr_edge.errors import ModelNotAvailableError
 from anpr_edge.ocr import PlateRecognizer
 from anpr_edge.plate_formats import DEFAULT_MIN_UNAIDED_RATIO, PlateFormat, format_read, load_formats
 from anpr_edge.values import Detections, PlateRead
+
+log = logging.getLogger("anpr_edge.pipeline")
 
 
 def _model_path(configured: Path | None, bundled_name: str, role: str, key: str) -> Path:
@@ -45,6 +48,30 @@ def load_detector(config: AppConfig) -> PlateDetector:
     )
 
 
+def load_fallback_detector(config: AppConfig, primary: PlateDetector) -> PlateDetector | None:
+    """The second, larger look ``read`` takes at a photo where ``primary`` found no plate
+    (``models.detector.fallback_size``), or None when it is off or not larger than the primary size.
+
+    A model with a dynamic input size runs both sizes in one ONNX Runtime session; a TensorRT plan is built
+    for one size, so the fallback gets a plan of its own; a model exported at a fixed size has no fallback.
+    """
+    size = config.models.detector.fallback_size
+    if size is None or size <= primary.input_size:
+        return None
+    backend = primary.backend
+    if any(side is not None for side in backend.inputs[0].shape[2:]):
+        path = _model_path(config.models.detector.path, paths.DETECTOR_MODEL, "plate detector", "models.detector.path")
+        from anpr_edge.trt_build import model_info
+
+        if any(side is not None for side in model_info(path).input_shape[2:]):
+            log.info("models.detector.fallback_size: off, %s has a fixed input size", path.name)
+            return None
+        backend = create_backend(config.inference.backend, path, threads=config.inference.threads, max_batch=1,
+                                 input_size=size, cache_dir=config.inference.engine_cache_dir)
+    return PlateDetector(backend, input_size=size, confidence=primary.confidence, iou=primary.iou,
+                         max_detections=primary.max_detections, size_key="models.detector.fallback_size")
+
+
 def load_recognizer(config: AppConfig) -> PlateRecognizer:
     path = _model_path(config.models.ocr.path, paths.OCR_MODEL, "plate OCR", "models.ocr.path")
     return PlateRecognizer(create_backend(config.inference.backend, path, threads=config.inference.threads,
@@ -60,7 +87,9 @@ class PlateReader:
     """Reads every plate in full images: detect, cut fixed-size crops, read them in one OCR batch.
 
     With ``formats``, each read's text is chosen under them (``plate_formats.format_read``), as the
-    daemon does for a track's vote, so ``read`` and ``run`` report a plate the same way.
+    daemon does for a track's vote, so ``read`` and ``run`` report a plate the same way. With ``fallback``
+    (a detector at a larger input size), an image in which ``detector`` finds no plate is looked at again
+    with it: small, distant plates in photos.
     """
 
     def __init__(
@@ -73,21 +102,27 @@ class PlateReader:
         formats: Sequence[PlateFormat] = (),
         min_ratio: float = 0.5,
         min_unaided_ratio: float = DEFAULT_MIN_UNAIDED_RATIO,
+        fallback: PlateDetector | None = None,
     ) -> None:
         self.detector, self.recognizer, self.padding, self.rectify = detector, recognizer, padding, rectify
+        self.fallback = fallback
         self.formats, self.min_ratio, self.min_unaided_ratio = tuple(formats), min_ratio, min_unaided_ratio
 
     @classmethod
-    def from_config(cls, config: AppConfig) -> PlateReader:
-        return cls(load_detector(config), load_recognizer(config), padding=config.crop.padding,
+    def from_config(cls, config: AppConfig, *, fallback: bool = True) -> PlateReader:
+        """The reader the config describes; ``fallback=False`` for the daemon and the video benchmarks, which
+        detect through ``detector`` alone (no second TensorRT plan is built for them)."""
+        detector = load_detector(config)
+        return cls(detector, load_recognizer(config), padding=config.crop.padding,
                    rectify=config.crop.rectify,
                    formats=load_plate_formats(config), min_ratio=config.formats.min_ratio,
-                   min_unaided_ratio=config.formats.min_unaided_ratio)
+                   min_unaided_ratio=config.formats.min_unaided_ratio,
+                   fallback=load_fallback_detector(config, detector) if fallback else None)
 
     def with_formats(self, formats: Sequence[PlateFormat]) -> PlateReader:
         """The same models reading under other formats (evaluation per region)."""
         return PlateReader(self.detector, self.recognizer, padding=self.padding, rectify=self.rectify, formats=formats,
-                           min_ratio=self.min_ratio, min_unaided_ratio=self.min_unaided_ratio)
+                           min_ratio=self.min_ratio, min_unaided_ratio=self.min_unaided_ratio, fallback=self.fallback)
 
     def format_reads(self, reads: list[PlateRead]) -> list[PlateRead]:
         """``reads`` under this reader's formats (unchanged without formats)."""
@@ -112,6 +147,16 @@ class PlateReader:
         ]
         return self.recognizer.read_crops(crops) if crops else []
 
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Plate boxes per image: ``detector``'s, and ``fallback``'s for the images where it found none."""
+        detections: list[Detections] = self.detector.detect(images)
+        if self.fallback is not None:
+            missed = [n for n, found in enumerate(detections) if len(found) == 0]
+            if missed:
+                for n, found in zip(missed, self.fallback.detect([images[n] for n in missed])):
+                    detections[n] = found
+        return detections
+
     def read(
         self,
         images: Sequence[np.ndarray],
@@ -120,7 +165,7 @@ class PlateReader:
         frame_indices: Sequence[int] | None = None,
     ) -> list[list[PlateRead]]:
         """Reads per image, sorted by confidence (best first)."""
-        detections: list[Detections] = self.detector.detect(images)
+        detections = self.detect(images)
         indices = list(frame_indices) if frame_indices is not None else [-1] * len(images)
         crops, owner = [], []
         for n, (image, found) in enumerate(zip(images, detections)):

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from anpr_edge.live_view import LiveView
     from anpr_edge.metrics import ServiceMetrics
     from anpr_edge.pipeline import PlateReader
-    from anpr_edge.sdnotify import SystemdNotifier
     from anpr_edge.publisher import MqttPublisher
+    from anpr_edge.sdnotify import SystemdNotifier
     from anpr_edge.sources import FrameSource
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,6 @@ how much it is worth: the read's own confidence times crop quality (plate width 
 from __future__ import annotations
 
 import copy
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 

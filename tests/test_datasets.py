@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
+from anpr_edge.argtypes import parse_size
 from anpr_edge.errors import AnprError, ConfigError
 from anpr_edge.ocr import DEFAULT_CHARSET
-from anpr_edge.argtypes import parse_size
 from anpr_edge.train.dataset_cli import register
 from anpr_edge.train.datasets import (
     SHARED_SETS,

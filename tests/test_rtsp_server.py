@@ -4,7 +4,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from servers import RtspServer, rtsp_available
 
 _ok, _why = rtsp_available()

@@ -13,9 +13,8 @@ import logging
 import sys
 from dataclasses import replace
 
-from anpr_edge.argtypes import positive_int
+from anpr_edge.argtypes import non_negative_int, positive_int
 from anpr_edge.config import AppConfig, default_config, load_config
-from anpr_edge.argtypes import non_negative_int
 from anpr_edge.errors import ConfigError
 
 log = logging.getLogger("anpr_edge.bench")
@@ -47,7 +46,7 @@ def cmd_bench_passages(args: argparse.Namespace) -> int:
     if args.clips == 0 and not args.traffic:
         raise ConfigError("bench-passages: nothing to do (--clips 0 and no --traffic)")
     config = bench_config(args.config, args.threads)
-    reader = PlateReader.from_config(config)  # a missing model is a clear error before any clip is made
+    reader = PlateReader.from_config(config, fallback=False)  # a missing model is a clear error before any clip is made
     report = PassageBenchReport(clips=0, seed=args.seed)
     if args.clips:
         clips = passage_clip_set(args.clips, seed=args.seed)

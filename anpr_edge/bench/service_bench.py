@@ -714,7 +714,7 @@ def format_report(report: ServiceBenchReport) -> str:
         f"| frames processed per second, all cameras | "
         f"{sum(r.frames_processed for r in report.live) / sum(r.wall_s for r in report.live):.1f} | "
         f"{'-' if ref_fps is None else f'{ref_fps:.1f}'} |",
-        f"| early-event latency, capture to event, median / max | "
+        "| early-event latency, capture to event, median / max | "
         + (f"{_median(latencies):.0f} / {max(latencies):.0f} ms ({len(latencies)} events)" if latencies else "n/a")
         + " | - |",
     ]
@@ -875,7 +875,7 @@ def cmd_bench_service(args: argparse.Namespace) -> int:
     base = load_config(args.config) if args.config else default_config()
     threads = args.threads if args.threads is not None else base.inference.threads
     config = with_input_size(bench_config(args.config, threads), args.input_size)
-    reader = PlateReader.from_config(config)  # a missing model is a clear error before any clip is made
+    reader = PlateReader.from_config(config, fallback=False)  # a missing model is a clear error before any clip is made
     options = ClipOptions(width=args.width, height=args.height, fps=args.fps)
     clips = prepare_clips(args.cameras * args.rounds, seed=args.seed, options=options)
     settings = {"cameras": args.cameras, "rounds": args.rounds, "seed": args.seed, "width": args.width,

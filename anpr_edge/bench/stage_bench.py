@@ -511,7 +511,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     base = load_config(args.config) if args.config else default_config()
     config = bench_config(base, source.resolve(), threads=args.threads, backend=args.backend,
                           input_size=args.input_size)
-    reader = PlateReader.from_config(config)
+    reader = PlateReader.from_config(config, fallback=False)
     from anpr_edge.service import model_versions
 
     publish_mode = "none" if args.no_publish else (

@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from anpr_edge.errors import AnprError, ConfigError
 from anpr_edge.argtypes import number_between, parse_size, positive_int
+from anpr_edge.errors import AnprError, ConfigError
 from anpr_edge.ocr import DEFAULT_CHARSET
 
 log = logging.getLogger("anpr_edge.dataset")

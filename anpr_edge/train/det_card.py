@@ -31,7 +31,11 @@ def evaluate_detector(onnx: Path, *, input_size: int, threads: int = 1, ocr: Pat
                              confidence=confidence)
     recognizer = PlateRecognizer(create_backend("onnxruntime", ocr or paths.bundled_model(paths.OCR_MODEL),
                                                 threads=threads))
-    reader = PlateReader(detector, recognizer, padding=default_config().crop.padding)
+    defaults = default_config()
+    fallback_size = defaults.models.detector.fallback_size  # as `anpr-edge read` runs by default
+    fallback = (PlateDetector(detector.backend, input_size=fallback_size, confidence=confidence)
+                if fallback_size is not None and fallback_size > input_size else None)
+    reader = PlateReader(detector, recognizer, padding=defaults.crop.padding, fallback=fallback)
     return [evaluate_read(name, scenes, lambda image: reader.read([image])[0]) for name, scenes in shared_scene_sets()]
 
 

@@ -196,9 +196,8 @@ def train_detector(options: DetTrainOptions, *, resume: Path | None = None) -> D
     """Train (or resume) within ``options.minutes``; returns where the weights are. Logs go to stderr."""
     import_ultralytics()
     import torch
-    from ultralytics import YOLO
-
     import ultralytics.utils.torch_utils as torch_utils
+    from ultralytics import YOLO
 
     # ultralytics resets torch to cpu_count - 1 threads when it selects the CPU: one core of two here.
     torch_utils.NUM_THREADS = options.threads

@@ -439,7 +439,7 @@ def _init_from(model: PlateOcrNet, path: Path, net_config: OcrModelConfig, sampl
     if not path.is_file():
         raise ConfigError(f"--init-weights {path}: no such file")
     if path.suffix == ".onnx":
-        from anpr_edge.train.onnx_weights import load_onnx_weights, onnx_model_config, onnx_metadata, recalibrate_batchnorms
+        from anpr_edge.train.onnx_weights import load_onnx_weights, onnx_metadata, onnx_model_config, recalibrate_batchnorms
 
         if onnx_model_config(path) != net_config:
             raise ConfigError(f"--init-weights {path}: the model has another network config than this training config")

@@ -1,0 +1,88 @@
+"""PlateReader's second look (``models.detector.fallback_size``): photos where the detector finds nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_models import brightness_ocr, constant_detector
+
+from anpr_edge.backends import create_backend
+from anpr_edge.config import load_config
+from anpr_edge.detector import PlateDetector
+from anpr_edge.ocr import PlateRecognizer
+from anpr_edge.pipeline import PlateReader, load_detector, load_fallback_detector
+
+# One box, centre (32, 32), 20 x 10 in model pixels, score 0.6.
+ROWS = np.array([[32, 32, 20, 10, 0.6]], np.float32)
+
+
+class CountingDetector(PlateDetector):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.images_seen = 0
+
+    def detect(self, images):  # type: ignore[no-untyped-def]
+        self.images_seen += len(images)
+        return super().detect(images)
+
+
+def _reader(tmp_path: Path, primary_confidence: float) -> tuple[PlateReader, CountingDetector]:
+    backend = create_backend("onnxruntime", constant_detector(tmp_path / "d.onnx", ROWS, size=None))
+    primary = PlateDetector(backend, input_size=64, confidence=primary_confidence)
+    fallback = CountingDetector(backend, input_size=128, confidence=0.5)
+    recognizer = PlateRecognizer(create_backend("onnxruntime", brightness_ocr(tmp_path / "ocr.onnx")))
+    return PlateReader(primary, recognizer, fallback=fallback), fallback
+
+
+def test_the_fallback_looks_again_only_where_the_first_pass_found_nothing(tmp_path: Path) -> None:
+    image = np.full((200, 200, 3), 255, np.uint8)
+    reader, fallback = _reader(tmp_path, primary_confidence=0.5)
+    (reads,) = reader.read([image])
+    assert fallback.images_seen == 0
+    # The 64 px pass: scale 64/200, so the box maps to (68.75, 84.375)-(131.25, 115.625).
+    np.testing.assert_allclose(reads[0].box, (68.75, 84.375, 131.25, 115.625), rtol=1e-5)
+
+    reader, fallback = _reader(tmp_path, primary_confidence=0.9)  # the first pass finds nothing
+    reads_per_image = reader.read([image, image])
+    assert fallback.images_seen == 2
+    for (read,) in reads_per_image:
+        # Found by the 128 px pass: scale 128/200, box (22, 27)-(42, 37) in model pixels.
+        np.testing.assert_allclose(read.box, (34.375, 42.1875, 65.625, 57.8125), rtol=1e-5)
+        assert read.text == "A"
+    assert reader.with_formats(()).fallback is fallback
+
+
+def _config(tmp_path: Path, model: Path, detector: str = "") -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"cameras:\n  - {{id: a, source: demo}}\nmodels:\n  detector:\n    path: {model}\n{detector}")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("detector", "size"),
+    [("", 512), ("    fallback_size: 640\n", 640), ("    fallback_size: null\n", None),
+     ("    input_size: 512\n", None), ("    input_size: 640\n    fallback_size: 512\n", None)],
+)
+def test_fallback_from_config(tmp_path: Path, detector: str, size: int | None) -> None:
+    model = constant_detector(tmp_path / "d.onnx", ROWS, size=None)
+    config = load_config(_config(tmp_path, model, detector))
+    primary = load_detector(config)
+    fallback = load_fallback_detector(config, primary)
+    if size is None:
+        assert fallback is None
+    else:
+        assert fallback is not None and fallback.input_size == size
+        assert fallback.backend is primary.backend  # one ONNX Runtime session runs both sizes
+        assert fallback.confidence == primary.confidence
+
+
+def test_no_fallback_for_a_fixed_size_model_or_for_the_daemon(tmp_path: Path) -> None:
+    fixed = constant_detector(tmp_path / "fixed.onnx", ROWS, size=64)
+    config = load_config(_config(tmp_path, fixed))
+    assert load_fallback_detector(config, load_detector(config)) is None
+    dynamic = constant_detector(tmp_path / "dynamic.onnx", ROWS, size=None)
+    config = load_config(_config(tmp_path, dynamic))
+    assert PlateReader.from_config(config).fallback is not None
+    assert PlateReader.from_config(config, fallback=False).fallback is None
