@@ -16,7 +16,7 @@ from anpr_edge import paths
 from anpr_edge.backends import create_backend
 from anpr_edge.config import default_config
 from anpr_edge.detector import PlateDetector
-from anpr_edge.pipeline import PlateReader
+from anpr_edge.pipeline import PlateReader, load_fallback_detector
 from anpr_edge.read_eval import ReadEvalReport, evaluate_read, format_table, shared_scene_sets
 from anpr_edge.train.det_train import DetTrainOptions, Lineage, read_results_csv
 from anpr_edge.train.ocr_card import machine
@@ -32,9 +32,9 @@ def evaluate_detector(onnx: Path, *, input_size: int, threads: int = 1, ocr: Pat
     recognizer = PlateRecognizer(create_backend("onnxruntime", ocr or paths.bundled_model(paths.OCR_MODEL),
                                                 threads=threads))
     defaults = default_config()
-    fallback_size = defaults.models.detector.fallback_size  # as `anpr-edge read` runs by default
-    fallback = (PlateDetector(detector.backend, input_size=fallback_size, confidence=confidence)
-                if fallback_size is not None and fallback_size > input_size else None)
+    models = defaults.models.model_copy(update={"detector": defaults.models.detector.model_copy(update={"path": onnx})})
+    # The second look `anpr-edge read` takes by default, at the default fallback size.
+    fallback = load_fallback_detector(defaults.model_copy(update={"models": models}), detector)
     reader = PlateReader(detector, recognizer, padding=defaults.crop.padding, fallback=fallback)
     return [evaluate_read(name, scenes, lambda image: reader.read([image])[0]) for name, scenes in shared_scene_sets()]
 
