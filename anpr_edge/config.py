@@ -292,7 +292,9 @@ class TrackingConfig(Section):
         le=30.0,
         description="A short track (fewer than fragment_max_hits detections, vote not settled) that ends is "
         "held this long: a track that starts near where it ended absorbs it (a small plate detected on and "
-        "off as it enters, then steadily), so one car gives one event. 0: every track is its own passage.",
+        "off as it enters, then steadily), so one car gives one event. A longer unsettled track lost in view "
+        "is held too and joins only a track whose text is at most two edits from its own (a distant plate "
+        "read weakly, lost while it came closer). 0: every track is its own passage.",
     )
     fragment_max_hits: int = Field(
         8, ge=1, le=1000, description="Tracks with fewer detections than this may be fragments (see fragment_hold_s)."

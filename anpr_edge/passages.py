@@ -280,10 +280,16 @@ class PassageBuilder:
 
     # -------------------------------------------------------------------------------------- fragments
     def _is_fragment(self, passage: _Passage) -> bool:
+        """A passage that may be the first part of a later track's: a short track (a small plate detected on
+        and off), or a longer one whose vote never settled and that was lost in view (a distant plate read
+        weakly, then missed for more than ``tracking.max_age`` frames while it came closer); the latter
+        joins only a track that reads about the same text (``_merge_fragments``)."""
+        track = passage.track
+        lost = track.missed > self.tracking.max_age  # not one that left the frame
         return (
             self.tracking.fragment_hold_s > 0
-            and passage.track.hits < self.tracking.fragment_max_hits
             and not passage.fragments
+            and (track.hits < self.tracking.fragment_max_hits or (lost and not self._settled(passage)))
         )
 
     def _adopt_fragment(self, passage: _Passage) -> None:
@@ -293,6 +299,8 @@ class PassageBuilder:
         if self.tracking.fragment_hold_s <= 0:
             return
         track = passage.track
+        # Lost tracks the tracker still keeps: short ones only (a long one is more likely another plate
+        # hidden for a moment; once it has ended unsettled it is held and may be taken then).
         lost = [
             p for p in self._passages.values()
             if p is not passage and not p.done and not p.fragments and p.track.confirmed
@@ -336,10 +344,12 @@ class PassageBuilder:
         for fragment in passage.fragments:
             theirs = self._current_vote(fragment)
             # A few reads of a small, distant plate are weak evidence: only a settled fragment that reads as
-            # another plate is kept apart.
+            # another plate is kept apart. A long unsettled one (many reads, none sure) must read about the same
+            # text: it may as well be another car that drove off unread just before this one came.
+            short = fragment.track.hits < self.tracking.fragment_max_hits
             same = (
                 theirs is None or not theirs.text or own is None or not own.text
-                or not self._settled(fragment)
+                or (short and not self._settled(fragment))
                 or Levenshtein.distance(theirs.text, own.text) <= FRAGMENT_MAX_DISTANCE
             )
             if same:

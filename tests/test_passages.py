@@ -162,6 +162,28 @@ def test_a_weakly_read_fragment_is_merged_whatever_it_reads() -> None:
     assert [e.text for _, e in out] == ["AB123CD"] and out[0][1].reads == 3 + 12
 
 
+def distant_track(texts: Sequence[str], frames: int = 10) -> list[Step]:
+    """A distant plate (40 px wide) tracked for longer than fragment_max_hits frames, read as ``texts`` in
+    turn: too weakly to settle the vote (default settle_weight), then lost for longer than max_age."""
+    return [[(moving_box((200, 40), (0, 5), i, size=(40.0, 10.0)), texts[i % len(texts)])] for i in range(frames)]
+
+
+def test_a_long_weakly_read_track_joins_the_next_when_it_reads_about_the_same() -> None:
+    """Seen in the passage benchmark: a distant Brazilian plate read ARV3278 for 17 frames, lost for 16
+    while it came closer, then read right (ARY3276) by a new track: one passage, not two events."""
+    b = builder()
+    out = drive(b, distant_track(["ARV3278", "ARV3276"]) + empty(8) + passage("ARY3276", 12, start=(190, 160)) + empty(8))
+    assert [e.text for _, e in out] == ["ARY3276"]
+    assert out[0][1].reads == 10 + 12 and out[0][1].start_time == pytest.approx(T0)
+
+
+def test_a_long_weakly_read_track_of_another_plate_stays_its_own_passage() -> None:
+    """Many weak reads of one text are a car that drove off unread just before the next came, not a
+    fragment of it: reported on its own (after the hold) with what it read."""
+    out = drive(builder(), distant_track(["XY98765", "XY98766"]) + empty(8) + passage("AB123CD", 12, start=(190, 160)) + empty(8))
+    assert sorted(e.text for _, e in out) == ["AB123CD", "XY98765"]
+
+
 def test_the_default_settle_weight_waits_for_the_plate_to_come_closer() -> None:
     """A plate approaching from 40 px wide: its first agreeing reads are too small to settle the vote under
     the default settle_weight; the early event leaves once the agreeing reads weigh 1 (count them here with
@@ -221,7 +243,9 @@ def test_a_plate_whose_reads_never_agree_gets_its_event_after_max_wait() -> None
     assert event.text in ("CO378MH", "LC0378MH") and event.reads >= 3
     never = builder(events=EventsConfig(early=True, max_wait_s=None),
                     voting=VotingConfig(settle_reads=3, settle_agreement=0.9))
-    assert [i for i, _ in drive(never, steps + empty(8))] == [65]  # only when the track ends
+    # Only when the track ends (frame 65, max_age 5 after the last sighting at 59), and as an unsettled
+    # track lost in view it is held as a possible fragment until fragment_hold_s (10 frames) after 59.
+    assert [i for i, _ in drive(never, steps + empty(15))] == [70]
 
 
 def test_ocr_stops_on_settled_tracks() -> None:
