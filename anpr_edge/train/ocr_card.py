@@ -144,10 +144,11 @@ region plate formats (`formats.regions`, default thresholds), as `anpr-edge read
 ## Limits
 - No real European crops in training: European plates are learnt from synthetic ones only; the French test
   measures that transfer.
-- How it reads a region it has no real crops of: `anpr-edge loro-ocr` trains without each real set and
-  scores on it (the leave-one-region-out table); not measured yet: a run from scratch reads nothing
-  before about 1,250 steps and reaches ~70% at 2,500, so the table needs 4 runs of >= 30 minutes on a
-  0.5-0.7 s/step machine. The French test is that measurement for Europe in every run.
+- How it reads a region it has no real crops of (`anpr-edge loro-ocr --minutes 28`, 2026-12-05, table in
+  docs/BENCHMARKS.md): poorly. Four 28-minute runs from scratch: without real US crops US reads 21.1%
+  (71.9% with them), without BR 31.3% (75.9%), without TN 0.0% (78.4%; its T/N for the Arabic word is taught
+  by nothing else). The synthetic plates carry the layouts but not the real typefaces (unseen US: 2/7, 2/Z,
+  6/4; unseen BR: 8/B, 6/G, 9/S, 1/I). The French test is that measurement for Europe in every run.
 - Below the project's targets: exact match >= 95% on US and BR, >= 90% on TN and on the French test; speed
   <= 2 ms per crop at batch 1 and <= 0.5 ms at batch 32. This model has {result.prior_minutes + result.seconds / 60:.0f}
   minutes of training on {os.cpu_count()} CPU cores; longer runs (`--init-weights engines/ocr.onnx`), a GPU run
