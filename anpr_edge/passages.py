@@ -285,11 +285,11 @@ class PassageBuilder:
         weakly, then missed for more than ``tracking.max_age`` frames while it came closer); the latter
         joins only a track that reads about the same text (``_merge_fragments``)."""
         track = passage.track
-        lost = track.missed > self.tracking.max_age  # not one that left the frame
+        lost_in_view = track.missed > self.tracking.max_age  # ended unseen, not by leaving the frame
         return (
             self.tracking.fragment_hold_s > 0
             and not passage.fragments
-            and (track.hits < self.tracking.fragment_max_hits or (lost and not self._settled(passage)))
+            and (track.hits < self.tracking.fragment_max_hits or (lost_in_view and not self._settled(passage)))
         )
 
     def _adopt_fragment(self, passage: _Passage) -> None:
