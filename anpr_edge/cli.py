@@ -239,7 +239,8 @@ def cmd_loro_ocr(args: argparse.Namespace) -> int:
 
     config = load_train_config(args.config).model_copy(update={"minutes": args.minutes})
     out_dir = Path(args.out) if args.out else paths.cache_dir() / "ocr-loro"
-    runs = leave_one_region_out(config, out_dir, left_out=args.leave_out, max_steps=args.max_steps)
+    runs = leave_one_region_out(config, out_dir, left_out=args.leave_out, reference=not args.no_reference,
+                                max_steps=args.max_steps)
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in runs], indent=1) + "\n", encoding="utf-8")
     sys.stdout.write(format_table(runs) + "\n")
@@ -642,6 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     loro.add_argument("--minutes", type=positive_float, default=20.0, help="budget of each run (default 20)")
     loro.add_argument("--leave-out", metavar="SET,SET", type=lambda v: [n.strip() for n in v.split(",") if n.strip()],
                       help="the sets to leave out one at a time (default: each real training set)")
+    loro.add_argument("--no-reference", action="store_true",
+                      help="skip the run on all sets (re-measure left-out sets against an earlier reference row)")
     loro.add_argument("--out", metavar="DIR", help="models and loro.json (default <cache>/ocr-loro)")
     loro.add_argument("--max-steps", type=positive_int, metavar="N", help="stop each run after N steps (smoke runs)")
     loro.add_argument("--json", metavar="FILE", help="also write the runs as JSON to FILE")

@@ -131,7 +131,7 @@ def test_training_refuses_the_test_set(tmp_path: Path, tiny_shared: Path) -> Non
 
 def test_leave_one_region_out_trains_without_each_set_and_scores_all(tmp_path: Path, tiny_shared: Path) -> None:
     from anpr_edge.errors import ConfigError
-    from anpr_edge.train.loro import format_table, leave_one_region_out
+    from anpr_edge.train.loro import format_table, leave_one_region_out, run_configs
 
     # A second tiny region next to the fixture's us set.
     other = tiny_shared.parent / "br-plate-crops"
@@ -161,6 +161,8 @@ def test_leave_one_region_out_trains_without_each_set_and_scores_all(tmp_path: P
 
     with pytest.raises(ConfigError, match="not among the training sets"):
         leave_one_region_out(config, tmp_path / "loro2", left_out=["cn-plate-crops"], max_steps=1, progress=False)
+    only = run_configs(config, tmp_path / "loro3", ["br-plate-crops"], reference=False)  # --no-reference
+    assert [(name, c.data.real_sets) for name, c in only] == [("br-plate-crops", ["us-nyc-plate-crops"])]
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -43,8 +43,9 @@ class LoroRun:
     cer: dict[str, float]
 
 
-def run_configs(base: OcrTrainConfig, out_dir: Path, left_out: Sequence[str] | None = None) -> list[tuple[str | None, OcrTrainConfig]]:
-    """The reference config and one per left-out set, each writing under ``out_dir``."""
+def run_configs(base: OcrTrainConfig, out_dir: Path, left_out: Sequence[str] | None = None, *,
+                reference: bool = True) -> list[tuple[str | None, OcrTrainConfig]]:
+    """The reference config (unless ``reference`` is False) and one per left-out set, each writing under ``out_dir``."""
     real = list(base.data.real_sets)
     targets = list(left_out) if left_out is not None else real
     unknown = [name for name in targets if name not in real]
@@ -53,7 +54,7 @@ def run_configs(base: OcrTrainConfig, out_dir: Path, left_out: Sequence[str] | N
     if len(real) < 2:
         raise ConfigError("leave-one-region-out needs at least two real training sets (data.real_sets)")
     configs: list[tuple[str | None, OcrTrainConfig]] = []
-    for name in [None, *targets]:
+    for name in ([None] if reference else []) + list(targets):
         tag = REFERENCE if name is None else f"without-{name}"
         data = base.data.model_copy(update={"real_sets": [s for s in real if s != name]})
         configs.append((name, base.model_copy(update={
@@ -73,12 +74,15 @@ def score_model(onnx: Path, names: Sequence[str], padding: float) -> tuple[dict[
 
 
 def leave_one_region_out(base: OcrTrainConfig, out_dir: Path, *, left_out: Sequence[str] | None = None,
-                         max_steps: int | None = None, progress: bool = True) -> list[LoroRun]:
-    """Train the reference and the leave-one-out models (``base.minutes`` each) and score them all."""
+                         reference: bool = True, max_steps: int | None = None, progress: bool = True) -> list[LoroRun]:
+    """Train the reference and the leave-one-out models (``base.minutes`` each) and score them all.
+
+    ``reference=False`` skips the reference run: for re-measuring one unseen region after a change to the
+    synthetic data, against a reference row measured before (same recipe and budget)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     names = list(base.data.real_sets) + list(base.data.test_sets)
     runs = []
-    for name, config in run_configs(base, out_dir, left_out):
+    for name, config in run_configs(base, out_dir, left_out, reference=reference):
         log.info("leave-one-region-out: training %s (%g minutes)", f"without {name}" if name else "on all sets",
                  config.minutes)
         result = train_ocr(config, max_steps=max_steps, progress=progress)

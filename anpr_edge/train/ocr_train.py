@@ -41,7 +41,7 @@ from anpr_edge.train.ocr_model import OcrModelConfig, PlateOcrNet, count_paramet
 
 log = logging.getLogger(__name__)
 
-SYNTH_POOL_VERSION = 2  # 2: long tail of in-plane roll (up to 25 degrees)
+SYNTH_POOL_VERSION = 3  # 2: long tail of in-plane roll (up to 25 degrees); 3: sign and plate typefaces
 
 
 # ------------------------------------------------------------------------------------------------ config

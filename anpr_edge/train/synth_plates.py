@@ -61,6 +61,9 @@ FONT_PACKAGES = (
     "fonts-urw-base35",
     "fonts-roboto-unhinted",
     "fonts-noto-mono",
+    "fonts-roadgeek",
+    "fonts-opendin",
+    "fonts-bebas-neue",
 )
 FONT_ROOT = Path("/usr/share/fonts")
 
@@ -70,7 +73,14 @@ FONT_ROOT = Path("/usr/share/fonts")
 NARROW_FONTS = ("NimbusSansNarrow-Bold", "RobotoCondensed-Bold", "DejaVuSansCondensed-Bold", "RobotoCondensed-Medium")
 WIDE_FONTS = ("NimbusSans-Bold", "DejaVuSans-Bold", "Roboto-Bold", "URWGothic-Demi")
 MONO_FONTS = ("DejaVuSansMono-Bold", "NotoSansMono-Bold")
-LABEL_FONTS = NARROW_FONTS + WIDE_FONTS + MONO_FONTS
+# Sign and plate lettering rather than text faces: the real plate typefaces' shapes (a flat-topped 3,
+# an open 6 and 9, a 2 with a straight diagonal, a narrow 1 and 8) are what the text faces above lack,
+# and the leave-one-region-out table showed the OCR misreads an unseen region's typeface (NY 2 as 7/Z,
+# Brazilian 8 as B, 6 as G). FHWA Highway Gothic series B/C/D (fonts-roadgeek; the lettering of many
+# US plates), DIN 1451 Mittelschrift (fonts-opendin; old Brazilian, German and many European plates)
+# and Bebas Neue (a condensed grotesque close to many plate dies).
+SIGN_FONTS = ("RG2014B", "RG2014C", "RG2014D", "OSP-DIN", "BebasNeue-Bold")
+LABEL_FONTS = NARROW_FONTS + WIDE_FONTS + MONO_FONTS + SIGN_FONTS
 # Small print only (state names, slogans, dealer frames), never the label.
 DECOR_FONTS = ("NimbusRoman-Bold", "Z003-MediumItalic", "NimbusSans-Regular", "DejaVuSerif-Bold", "Roboto-Medium")
 _FONT_SUFFIXES = (".ttf", ".otf")  # preferred over the Type 1 copies (.pfb) of the same URW faces
@@ -205,7 +215,8 @@ _NL_LETTERS = "BDFGHJKLNPRSTVXZ"
 _GR_LETTERS = "ABEHIKMNOPTXYZ"  # Greek capitals that look Latin
 
 _EU_LINE = ("eu_band", "border?0.75", "screws?0.35")
-_EU_FONTS = ("NimbusSansNarrow-Bold", "RobotoCondensed-Bold", "DejaVuSansCondensed-Bold", "NimbusSans-Bold", "Roboto-Bold")
+_EU_FONTS = ("NimbusSansNarrow-Bold", "RobotoCondensed-Bold", "DejaVuSansCondensed-Bold", "NimbusSans-Bold", "Roboto-Bold",
+             "OSP-DIN", "BebasNeue-Bold", "RG2014C")
 _EU_WIDTH = (0.54, 0.66)
 
 
@@ -234,7 +245,9 @@ _US_SLOGANS = (
 )
 _US_DECOR = ("state_header", "slogan?0.85", "bolts", "stickers?0.35", "rim?0.6", "emboss?0.5")
 _US_WIDTH = (0.5, 0.62)
-_US_FONTS = ("NimbusSansNarrow-Bold", "RobotoCondensed-Bold", "DejaVuSansCondensed-Bold", "RobotoCondensed-Medium")
+_US_FONTS = ("NimbusSansNarrow-Bold", "RobotoCondensed-Bold", "DejaVuSansCondensed-Bold", "RobotoCondensed-Medium",
+             "RG2014B", "RG2014C", "RG2014D", "OSP-DIN")
+_BR_FONTS = NARROW_FONTS + ("OSP-DIN", "RG2014B", "BebasNeue-Bold")  # the old Brazilian die is DIN-like
 
 
 def _us(name: str, patterns: tuple[str, ...], weight: float, **kw: object) -> Layout:
@@ -304,13 +317,13 @@ LAYOUTS: dict[str, Layout] = {
                colours=((WHITE, BLACK),), letters=_NO_IOQ, accents=(EU_BLUE, (0, 120, 60)),
                codes=("UK", "GB", "UK", "CYM", "ENG", "SCO"),
                decorations=("uk_band?0.35", "dealer_line?0.55", "border?0.2", "screws?0.35"),
-               fonts=("NimbusSans-Bold", "Roboto-Bold", "DejaVuSansCondensed-Bold", "RobotoCondensed-Bold"),
+               fonts=("NimbusSans-Bold", "Roboto-Bold", "DejaVuSansCondensed-Bold", "RobotoCondensed-Bold", "RG2014D"),
                char_width=(0.56, 0.66), tracking=(0.06, 0.14), char_height=0.8, weight=4.0),
         Layout("uk_rear", "UK", 520 / 111, ("@@## @@@",) * 8 + ("@### @@@", "@@@ ###@", "@@@ ####"),
                colours=(((250, 206, 10), BLACK), ((246, 196, 0), BLACK)), letters=_NO_IOQ,
                accents=(EU_BLUE, (0, 120, 60)), codes=("UK", "GB", "UK", "CYM", "ENG", "SCO"),
                decorations=("uk_band?0.35", "dealer_line?0.55", "border?0.2", "screws?0.35"),
-               fonts=("NimbusSans-Bold", "Roboto-Bold", "DejaVuSansCondensed-Bold", "RobotoCondensed-Bold"),
+               fonts=("NimbusSans-Bold", "Roboto-Bold", "DejaVuSansCondensed-Bold", "RobotoCondensed-Bold", "RG2014D"),
                char_width=(0.56, 0.66), tracking=(0.06, 0.14), char_height=0.8, weight=4.0),
         # ------------------------------------------------------------------------------ United States
         _us("us_ny_gold", ("@@@*####",) * 4 + ("#####*@@",), 3.0, colours=(((236, 170, 34), NAVY),),
@@ -342,11 +355,11 @@ LAYOUTS: dict[str, Layout] = {
         # ------------------------------------------------------------------------------------- Brazil
         Layout("br_old", "BR", 400 / 130, ("@@@·####",) * 3 + ("@@@-####",),
                colours=(((178, 180, 182), BLACK),) * 3 + (((160, 28, 30), WHITE),) * 2 + ((BLACK, WHITE), (WHITE, (150, 20, 20))),
-               codes=_BR_CITIES, decorations=("city_strip", "screws_top", "rim?0.6", "emboss?0.7"),
+               codes=_BR_CITIES, decorations=("city_strip", "screws_top", "rim?0.6", "emboss?0.7"), fonts=_BR_FONTS,
                char_height=0.84, char_width=(0.42, 0.52), tracking=(0.04, 0.1), weight=4.5),
         Layout("br_mercosur", "BR", 400 / 130, ("@@@#@##",), char_height=0.8,
                colours=((WHITE, BLACK),) * 5 + ((WHITE, (180, 20, 30)),) * 2 + ((WHITE, (0, 60, 150)), (WHITE, (0, 110, 60))),
-               accents=((0, 56, 168),), decorations=("mercosur_band", "border_thin?0.5", "screws?0.3"),
+               accents=((0, 56, 168),), decorations=("mercosur_band", "border_thin?0.5", "screws?0.3"), fonts=_BR_FONTS,
                char_width=(0.56, 0.66), weight=4.5),
         # ---------------------------------------------------------------------------- anything else
         Layout("other_generic", "OTHER", 3.8, ("%{4,9}", "%{2,3} %{2,5}", "%{2,3}-%{2,5}", "@{1,3}·#{3,5}",
