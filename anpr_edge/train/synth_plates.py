@@ -248,6 +248,7 @@ _US_WIDTH = (0.5, 0.62)
 _US_FONTS = ("NimbusSansNarrow-Bold", "RobotoCondensed-Bold", "DejaVuSansCondensed-Bold", "RobotoCondensed-Medium",
              "RG2014B", "RG2014C", "RG2014D", "OSP-DIN")
 _BR_FONTS = NARROW_FONTS + ("OSP-DIN", "RG2014B", "BebasNeue-Bold")  # the old Brazilian die is DIN-like
+_UK_FONTS = ("NimbusSans-Bold", "Roboto-Bold", "DejaVuSansCondensed-Bold", "RobotoCondensed-Bold", "RG2014D")
 
 
 def _us(name: str, patterns: tuple[str, ...], weight: float, **kw: object) -> Layout:
@@ -317,13 +318,13 @@ LAYOUTS: dict[str, Layout] = {
                colours=((WHITE, BLACK),), letters=_NO_IOQ, accents=(EU_BLUE, (0, 120, 60)),
                codes=("UK", "GB", "UK", "CYM", "ENG", "SCO"),
                decorations=("uk_band?0.35", "dealer_line?0.55", "border?0.2", "screws?0.35"),
-               fonts=("NimbusSans-Bold", "Roboto-Bold", "DejaVuSansCondensed-Bold", "RobotoCondensed-Bold", "RG2014D"),
+               fonts=_UK_FONTS,
                char_width=(0.56, 0.66), tracking=(0.06, 0.14), char_height=0.8, weight=4.0),
         Layout("uk_rear", "UK", 520 / 111, ("@@## @@@",) * 8 + ("@### @@@", "@@@ ###@", "@@@ ####"),
                colours=(((250, 206, 10), BLACK), ((246, 196, 0), BLACK)), letters=_NO_IOQ,
                accents=(EU_BLUE, (0, 120, 60)), codes=("UK", "GB", "UK", "CYM", "ENG", "SCO"),
                decorations=("uk_band?0.35", "dealer_line?0.55", "border?0.2", "screws?0.35"),
-               fonts=("NimbusSans-Bold", "Roboto-Bold", "DejaVuSansCondensed-Bold", "RobotoCondensed-Bold", "RG2014D"),
+               fonts=_UK_FONTS,
                char_width=(0.56, 0.66), tracking=(0.06, 0.14), char_height=0.8, weight=4.0),
         # ------------------------------------------------------------------------------ United States
         _us("us_ny_gold", ("@@@*####",) * 4 + ("#####*@@",), 3.0, colours=(((236, 170, 34), NAVY),),
