@@ -216,6 +216,8 @@ def cmd_train_ocr(args: argparse.Namespace) -> int:
         updates["output"] = Path(args.output)
     if args.lr is not None:
         updates["lr"] = args.lr
+    if args.decoder is not None:
+        updates["model"] = config.model.model_copy(update={"decoder": args.decoder})
     config = config.model_copy(update=updates)
     if args.export_only:
         result = export_checkpoint(config)
@@ -625,6 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="start from an earlier model: an ONNX exported by train-ocr (e.g. engines/ocr.onnx) "
                                 "or a best.pt/last.pt checkpoint (a new schedule; see --lr)")
     train_ocr.add_argument("--lr", type=positive_float, help="peak learning rate (overrides the config)")
+    train_ocr.add_argument("--decoder", choices=("autoregressive", "parallel"),
+                           help="decoder kind (overrides the config's model.decoder); --init-weights may be a "
+                                "model with the other kind (its encoder and decoder layers carry over)")
     train_ocr.add_argument("--output", metavar="ONNX", help="where to write the model (default engines/ocr.onnx)")
     train_ocr.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N steps (smoke runs)")
     train_ocr.add_argument("--export-only", action="store_true",

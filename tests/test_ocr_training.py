@@ -231,3 +231,68 @@ def test_cached_greedy_decoding_equals_the_masked_reference() -> None:
     torch.testing.assert_close(fast, model.forward_reference(images), atol=1e-5, rtol=1e-4)
     assert attention.shape == (4, 6, 4, 12)
     torch.testing.assert_close(attention.sum(dim=(2, 3)), torch.ones(4, 6))
+
+
+def test_parallel_decoder_learns_exports_without_a_loop_and_starts_from_an_autoregressive_model(
+    tmp_path: Path, tiny_shared: Path
+) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from anpr_edge.train.ocr_model import OcrModelConfig, PlateOcrNet
+
+    base = tiny_config(tmp_path)
+    parallel_model = base.model.model_copy(update={"decoder": "parallel"})
+    config = base.model_copy(update={"model": parallel_model, "output": tmp_path / "parallel.onnx"})
+    result = train_ocr(config, max_steps=60, progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0] * 0.8, losses
+
+    # One pass reads every position: the graph has no per-step argmax feeding the next step, and ONNX gives
+    # what PyTorch gives.
+    graph = onnx.load(str(config.output)).graph
+    assert not any(node.op_type in ("ArgMax", "Loop") for node in graph.node)
+    best = torch.load(config.checkpoint_dir / "best.pt", weights_only=False)
+    model = PlateOcrNet(OcrModelConfig.from_dict(best["model_config"]))
+    model.load_state_dict(best["model"])
+    model.eval()
+    assert model.config.decoder == "parallel" and not hasattr(model, "embed")
+    crops = torch.rand(5, 3, 32, 96)
+    with torch.no_grad():
+        probs, attention = model(crops)
+    session = ort.InferenceSession(str(config.output), providers=["CPUExecutionProvider"])
+    onnx_probs, onnx_attention = session.run(None, {"crops": crops.numpy()})
+    np.testing.assert_allclose(onnx_probs, probs.numpy(), atol=1e-4)
+    np.testing.assert_allclose(onnx_attention, attention.numpy(), atol=1e-4)
+    assert onnx_attention.shape == (5, 6, 4, 12)
+    np.testing.assert_allclose(onnx_probs.sum(axis=-1), 1.0, atol=1e-5)
+
+    # An autoregressive model's encoder and decoder layers carry over into a parallel one (--init-weights
+    # with --decoder parallel): the encoder reproduces the source's map exactly.
+    ar_config = base.model_copy(update={"checkpoint_dir": tmp_path / "ar", "output": tmp_path / "ar.onnx"})
+    train_ocr(ar_config, max_steps=5, progress=False)
+    continued = config.model_copy(update={"checkpoint_dir": tmp_path / "cont", "output": tmp_path / "cont.onnx"})
+    started = train_ocr(continued, max_steps=1, export=False, progress=False, init_weights=ar_config.output)
+    assert started.init_from == "ar.onnx" and started.prior_steps == 5
+
+    from anpr_edge.train.ocr_train import _init_from
+
+    class OneBatch:
+        def next(self) -> tuple[torch.Tensor, list[str]]:
+            return torch.rand(8, 3, 32, 96), ["AB12"] * 8
+
+    source = PlateOcrNet(base.model.network())
+    target = PlateOcrNet(parallel_model.network())
+    _init_from(source, ar_config.output, base.model.network(), OneBatch())  # type: ignore[arg-type]
+    _init_from(target, ar_config.output, parallel_model.network(), OneBatch())  # type: ignore[arg-type]
+    source.eval()
+    target.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(target.encode(crops), source.encode(crops))
+
+    # A model of another shape is still refused, whatever its decoder.
+    from anpr_edge.errors import ConfigError
+
+    wider = parallel_model.model_copy(update={"dim": 48})
+    with pytest.raises(ConfigError, match="another network config"):
+        _init_from(PlateOcrNet(wider.network()), ar_config.output, wider.network(), OneBatch())  # type: ignore[arg-type]

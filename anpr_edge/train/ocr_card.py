@@ -60,6 +60,22 @@ def _lineage(result: TrainResult) -> str:
             "is this run's (step 0 is the starting model).\n")
 
 
+def _decoder(config: OcrTrainConfig) -> str:
+    model = config.model
+    layers = f"{model.decoder_layers} transformer decoder layers, width {model.dim}, {model.heads} heads"
+    ctc = (f"an auxiliary CTC loss on the encoder columns (weight {config.ctc_weight}; the CTC head is not "
+           "exported).")
+    if model.decoder == "parallel":
+        return (f"parallel position-query attention decoder ({layers}: {model.max_len} learned position queries "
+                "that see one another and cross-attend over the whole 2D map, so reading can move down a line on "
+                "two-line plates); every position is read in one pass, no loop in the graph. Training: "
+                f"cross-entropy per position plus {ctc}")
+    return (f"autoregressive attention decoder ({layers}: causal self-attention over the characters read so far, "
+            "cross-attention over the whole 2D map, so reading can move down a line on two-line plates), greedy, "
+            f"unrolled to {model.max_len} steps inside the graph with cached keys/values. Training: teacher "
+            f"forcing plus {ctc}")
+
+
 def write_model_card(config: OcrTrainConfig, result: TrainResult, path: Path | None = None) -> Path:
     onnx_path = Path(config.output)
     path = path or onnx_path.with_suffix(".md")
@@ -97,13 +113,9 @@ that command on the exported ONNX model through the runtime path (`PlateRecogniz
 ## Model
 - Architecture: CNN encoder (stages {list(model.channels)}, stride 8) over a {model.width}x{model.height} RGB
   crop -> 2D feature map ({model.height // 8}x{model.width // 8}) with a learned 2D position embedding and one
-  transformer layer -> autoregressive attention decoder ({model.decoder_layers} transformer decoder layers,
-  width {model.dim}, {model.heads} heads: causal self-attention over the characters read so far, cross-attention
-  over the whole 2D map, so reading can move down a line on two-line plates), greedy, unrolled to
-  {model.max_len} steps inside the graph with cached keys/values. Training: teacher forcing plus an auxiliary
-  CTC loss on the encoder columns (weight {config.ctc_weight}; the CTC head is not exported). One static ONNX
+  transformer layer -> {_decoder(config)} One static ONNX
   graph (opset 17), dynamic batch; outputs `probs` (batch, {model.max_len}, {len(model.charset) + 1}) and
-  `attention` (per step, over the map).
+  `attention` (per position, over the map).
 - Parameters: {params:,}; file size {onnx_path.stat().st_size / 1e6:.1f} MB.
 - Charset ({len(model.charset)}): `{model.charset}` (symbol 0 is the end token), also in the ONNX metadata.
 

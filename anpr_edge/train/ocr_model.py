@@ -6,11 +6,19 @@ Design, chosen for plates and for a static TensorRT-compilable graph:
   a 2D feature map of stride 8 (8 x 24 cells for a 64 x 192 crop). The map keeps rows, so two-line
   plates (motorcycles, stacked US characters) stay readable: attention can move down a line.
 - Context: one transformer-encoder layer over the map cells with a learned 2D position embedding.
-- Decoder: an autoregressive attention decoder (transformer decoder layers: causal self-attention over
-  the characters read so far, cross-attention over the whole 2D map). Training uses teacher forcing in
-  one parallel pass; inference is greedy and unrolled to ``max_len`` steps inside the graph, so the
-  exported ONNX is one static graph (dynamic batch) with no Python in the loop. The map's keys and
-  values are computed once per image, not per step.
+- Decoder, one of two (``OcrModelConfig.decoder``):
+
+  * ``autoregressive``: transformer decoder layers with causal self-attention over the characters read
+    so far and cross-attention over the whole 2D map. Training uses teacher forcing in one parallel
+    pass; inference is greedy and unrolled to ``max_len`` steps inside the graph, so the exported ONNX is
+    one static graph (dynamic batch) with no Python in the loop. The map's keys and values are computed
+    once per image, not per step.
+  * ``parallel``: the same layers, but each output position is a learned query that reads the map
+    without being told the characters before it (a position-query decoder, as in the non-autoregressive
+    mode of PARSeq); the positions see one another through unmasked self-attention. One pass reads every
+    position, in training and at inference: no unrolled loop, so batch-1 latency is the encoder's, and
+    the graph is smaller and simpler for TensorRT. Plates have no language to model, which is what the
+    autoregressive decoder's conditioning on earlier characters mostly buys in scene text.
 - Auxiliary CTC head (training only): per-column character evidence from the encoder, which makes the
   encoder learn glyphs early so the attention has something to align to; it is not exported.
 - Output: per-step softmax over ``1 + len(charset)`` symbols (0 = end of text), and each step's
@@ -43,6 +51,7 @@ class OcrModelConfig:
     heads: int = 4
     decoder_layers: int = 2
     dropout: float = 0.1
+    decoder: str = "autoregressive"  # or "parallel" (see the module docstring)
 
     @property
     def n_symbols(self) -> int:
@@ -62,6 +71,9 @@ class OcrModelConfig:
         values = dict(data)
         values["channels"] = tuple(values.get("channels", cls.channels))  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
+
+
+DECODERS = ("autoregressive", "parallel")
 
 
 def _conv(cin: int, cout: int, stride: tuple[int, int] = (1, 1)) -> nn.Sequential:
@@ -176,7 +188,7 @@ class _DecoderLayer(nn.Module):
         return self.cross_attn.keys_values(self.norm_m(memory))
 
     def forward(
-        self, slots: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor
+        self, slots: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.norm_s(slots)
         slots = slots + self.drop(self.self_attn(h, h, mask)[0])
@@ -214,8 +226,12 @@ class PlateOcrNet(nn.Module):
         self.position = nn.Parameter(torch.randn(1, rows * cols, dim) * 0.02)
         self.context = _EncoderLayer(dim, config.heads, config.dropout)
         self.slots = nn.Parameter(torch.randn(1, config.max_len, dim) * 0.02)
+        if config.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, not {config.decoder!r}")
+        self.parallel = config.decoder == "parallel"
         self.begin = config.n_symbols  # the start token: one past the last output symbol
-        self.embed = nn.Embedding(config.n_symbols + 1, dim)
+        if not self.parallel:  # a parallel decoder is never told the characters, so it has no embedding
+            self.embed = nn.Embedding(config.n_symbols + 1, dim)
         self.decoder = nn.ModuleList(_DecoderLayer(dim, config.heads, config.dropout) for _ in range(config.decoder_layers))
         self.norm = nn.LayerNorm(dim)
         self.classifier = nn.Linear(dim, config.n_symbols)
@@ -238,13 +254,26 @@ class PlateOcrNet(nn.Module):
             slots, weights = layer(slots, kv, mask)
         return self.classifier(self.norm(slots)), weights
 
+    def _decode_parallel(self, memory_kvs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, max_len, symbols) and last-layer attention (B, max_len, cells) of every position at once."""
+        batch = memory_kvs[0][0].shape[0]
+        slots = self.slots.expand(batch, -1, -1)
+        weights = slots.new_zeros(0)
+        for layer, kv in zip(self.decoder, memory_kvs):
+            slots, weights = layer(slots, kv, None)
+        return self.classifier(self.norm(slots)), weights
+
     def train_logits(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher forcing: logits (B, max_len, symbols) given the true previous characters, and the CTC
-        head's per-column logits (B, cols, symbols)."""
+        """Logits (B, max_len, symbols) (autoregressive: teacher forcing, given the true previous characters)
+        and the CTC head's per-column logits (B, cols, symbols)."""
         memory = self.encode(images)
-        begin = torch.full_like(targets[:, :1], self.begin)
-        tokens = torch.cat([begin, targets[:, :-1]], dim=1)
-        logits, _ = self._decode([layer.memory_keys_values(memory) for layer in self.decoder], tokens)
+        memory_kvs = [layer.memory_keys_values(memory) for layer in self.decoder]
+        if self.parallel:
+            logits, _ = self._decode_parallel(memory_kvs)
+        else:
+            begin = torch.full_like(targets[:, :1], self.begin)
+            tokens = torch.cat([begin, targets[:, :-1]], dim=1)
+            logits, _ = self._decode(memory_kvs, tokens)
         rows, cols = self.config.feature_size
         columns = memory.reshape(memory.shape[0], rows, cols, -1).mean(dim=1)
         return logits, self.ctc(columns)
@@ -254,6 +283,10 @@ class PlateOcrNet(nn.Module):
         decoder on the new character only, with per-layer caches of the earlier ones."""
         memory = self.encode(images)
         memory_kvs = [layer.memory_keys_values(memory) for layer in self.decoder]
+        rows, cols = self.config.feature_size
+        if self.parallel:
+            logits, weights = self._decode_parallel(memory_kvs)
+            return torch.softmax(logits, dim=-1), weights.reshape(images.shape[0], -1, rows, cols)
         token = torch.full((images.shape[0],), self.begin, dtype=torch.long, device=images.device)
         caches: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.decoder)
         probs, attention = [], []
@@ -266,13 +299,14 @@ class PlateOcrNet(nn.Module):
             probs.append(p)
             attention.append(weights[:, 0])
             token = p.argmax(dim=-1)
-        rows, cols = self.config.feature_size
         return torch.stack(probs, dim=1), torch.stack(attention, dim=1).reshape(images.shape[0], -1, rows, cols)
 
     @torch.no_grad()
     def forward_reference(self, images: torch.Tensor) -> torch.Tensor:
         """Greedy decoding by re-running the masked decoder on the whole prefix (slow, obviously right):
-        the tests check ``forward`` against it."""
+        the tests check ``forward`` against it. A parallel decoder has no steps: this is ``forward``."""
+        if self.parallel:
+            return self(images)[0]
         memory = self.encode(images)
         memory_kvs = [layer.memory_keys_values(memory) for layer in self.decoder]
         tokens = torch.full((images.shape[0], 1), self.begin, dtype=torch.long, device=images.device)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -53,8 +55,13 @@ class OcrModelSettings(Section):
     channels: tuple[int, ...] = Field((16, 32, 64, 96), min_length=3, description="Encoder stage widths.")
     dim: int = Field(96, ge=16, le=512, description="Attention width (divisible by heads).")
     heads: int = Field(4, ge=1, le=16, description="Attention heads.")
-    decoder_layers: int = Field(2, ge=1, le=6, description="Position-query decoder layers.")
+    decoder_layers: int = Field(2, ge=1, le=6, description="Attention decoder layers.")
     dropout: float = Field(0.1, ge=0.0, le=0.5, description="Dropout in the attention layers.")
+    decoder: Literal["autoregressive", "parallel"] = Field(
+        "autoregressive",
+        description="autoregressive: one character per step, each told the ones before (unrolled in the graph); "
+        "parallel: every position read at once by learned position queries (faster, simpler graph).",
+    )
 
     def network(self) -> OcrModelConfig:
         return OcrModelConfig(**self.model_dump())
@@ -331,7 +338,7 @@ def train_ocr(
     last = checkpoints / "last.pt"
     if resume and last.is_file():
         state = torch.load(last, weights_only=False)
-        if state["model_config"] != net_config.to_dict():
+        if _saved_config(state) != net_config:
             raise ConfigError(f"{last}: checkpoint was trained with another model config; start without --resume")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -433,17 +440,33 @@ def _lineage_fields(lineage: dict[str, object]) -> dict[str, object]:
             "prior_minutes": float(lineage["prior_minutes"])}  # type: ignore[arg-type]
 
 
+def _saved_config(state: dict[str, Any]) -> OcrModelConfig | None:
+    """The network config a checkpoint was trained with (older checkpoints lack newer fields: defaults)."""
+    saved = state.get("model_config")
+    return OcrModelConfig.from_dict(saved) if isinstance(saved, dict) else None
+
+
 def _init_from(model: PlateOcrNet, path: Path, net_config: OcrModelConfig, sampler: BatchSampler) -> dict[str, object]:
     """Load the starting weights of a continued run from an exported ONNX (``engines/ocr.onnx``) or a
-    checkpoint (``best.pt``/``last.pt``); returns the lineage recorded in the new model."""
+    checkpoint (``best.pt``/``last.pt``); returns the lineage recorded in the new model.
+
+    An ONNX model with the other decoder kind (autoregressive vs parallel) but otherwise the same network
+    also serves: encoder, context and decoder layers carry over; the autoregressive decoder's character
+    embedding has no place in a parallel one and is dropped (and a parallel model has none to give)."""
     if not path.is_file():
         raise ConfigError(f"--init-weights {path}: no such file")
     if path.suffix == ".onnx":
         from anpr_edge.train.onnx_weights import load_onnx_weights, onnx_metadata, onnx_model_config, recalibrate_batchnorms
 
-        if onnx_model_config(path) != net_config:
+        source_config = onnx_model_config(path)
+        if dataclasses.replace(source_config, decoder=net_config.decoder) != net_config:
             raise ConfigError(f"--init-weights {path}: the model has another network config than this training config")
-        load_onnx_weights(model, path, export_onnx)
+        source = model if source_config == net_config else PlateOcrNet(source_config)
+        load_onnx_weights(source, path, export_onnx)
+        if source is not model:
+            model.load_state_dict(source.state_dict(), strict=False)
+            log.info("--init-weights %s: %s decoder weights into a %s decoder", path, source_config.decoder,
+                     net_config.decoder)
         images, _ = sampler.next()
         recalibrate_batchnorms(model, images)
         meta = onnx_metadata(path)
@@ -452,7 +475,7 @@ def _init_from(model: PlateOcrNet, path: Path, net_config: OcrModelConfig, sampl
         state = torch.load(path, weights_only=False)
         if not isinstance(state, dict) or "model" not in state:
             raise ConfigError(f"--init-weights {path}: not an anpr-edge OCR checkpoint or ONNX model")
-        if state.get("model_config") != net_config.to_dict():
+        if _saved_config(state) != net_config:
             raise ConfigError(f"--init-weights {path}: checkpoint was trained with another model config")
         model.load_state_dict(state["model"])
         prior_steps, prior_minutes = int(state.get("step", 0)), float(state.get("elapsed", 0.0)) / 60
@@ -468,7 +491,7 @@ def export_checkpoint(config: OcrTrainConfig) -> TrainResult:
         raise ConfigError(f"no finished training run in {checkpoints}: train first")
     state = torch.load(last, weights_only=False)
     best = torch.load(best_path, weights_only=False)
-    if best["model_config"] != config.model.network().to_dict():
+    if _saved_config(best) != config.model.network():
         raise ConfigError(f"{best_path}: checkpoint was trained with another model config than this one")
     model = PlateOcrNet(OcrModelConfig.from_dict(best["model_config"]))
     model.load_state_dict(best["model"])
