@@ -58,26 +58,13 @@ def tiny_config(tmp_path: Path, **data: object) -> OcrTrainConfig:
     )
 
 
-def test_targets_and_schedule() -> None:
-    targets = encode_texts(["A1", "B"], "AB01", 4)
-    assert targets.tolist() == [[1, 4, 0, 0], [2, 0, 0, 0]]
-    assert learning_rate(1.0, 0.0) < 0.05 and learning_rate(1.0, 0.03) == pytest.approx(1.0)
-    assert learning_rate(1.0, 1.0) == pytest.approx(0.0, abs=1e-9)
-
-
-def test_training_lowers_loss_and_export_round_trips(tmp_path: Path, tiny_shared: Path) -> None:
+def exported_equals_best_checkpoint(config: OcrTrainConfig) -> tuple[torch.nn.Module, torch.Tensor, np.ndarray]:
+    """Check that the exported ONNX gives what the best checkpoint gives in PyTorch (probabilities and
+    attention, batch 5: another size than exported); returns the model, the crops and the ONNX probabilities."""
     import onnxruntime as ort
 
     from anpr_edge.train.ocr_model import OcrModelConfig, PlateOcrNet
 
-    config = tiny_config(tmp_path)
-    result = train_ocr(config, max_steps=60, progress=False)
-    losses = [h["loss"] for h in result.history]
-    assert result.steps == 60 and len(losses) >= 6
-    assert losses[-1] < losses[0] * 0.8, losses
-    assert result.onnx == config.output and config.output.is_file()
-
-    # The ONNX model gives what PyTorch gives, on the same input, for another batch size than exported.
     best = torch.load(config.checkpoint_dir / "best.pt", weights_only=False)
     model = PlateOcrNet(OcrModelConfig.from_dict(best["model_config"]))
     model.load_state_dict(best["model"])
@@ -90,6 +77,29 @@ def test_training_lowers_loss_and_export_round_trips(tmp_path: Path, tiny_shared
     np.testing.assert_allclose(onnx_probs, probs.numpy(), atol=1e-4)
     np.testing.assert_allclose(onnx_attention, attention.numpy(), atol=1e-4)
     assert onnx_attention.shape == (5, 6, 4, 12)
+    return model, crops, onnx_probs
+
+
+def test_targets_and_schedule() -> None:
+    targets = encode_texts(["A1", "B"], "AB01", 4)
+    assert targets.tolist() == [[1, 4, 0, 0], [2, 0, 0, 0]]
+    assert learning_rate(1.0, 0.0) < 0.05 and learning_rate(1.0, 0.03) == pytest.approx(1.0)
+    assert learning_rate(1.0, 1.0) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_training_lowers_loss_and_export_round_trips(tmp_path: Path, tiny_shared: Path) -> None:
+    import onnxruntime as ort
+
+    config = tiny_config(tmp_path)
+    result = train_ocr(config, max_steps=60, progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert result.steps == 60 and len(losses) >= 6
+    assert losses[-1] < losses[0] * 0.8, losses
+    assert result.onnx == config.output and config.output.is_file()
+
+    # The ONNX model gives what PyTorch gives, on the same input, for another batch size than exported.
+    _, crops, onnx_probs = exported_equals_best_checkpoint(config)
+    session = ort.InferenceSession(str(config.output), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     assert meta["charset"] == config.model.charset and meta["max_len"] == "6"
 
@@ -237,9 +247,8 @@ def test_parallel_decoder_learns_exports_without_a_loop_and_starts_from_an_autor
     tmp_path: Path, tiny_shared: Path
 ) -> None:
     import onnx
-    import onnxruntime as ort
 
-    from anpr_edge.train.ocr_model import OcrModelConfig, PlateOcrNet
+    from anpr_edge.train.ocr_model import PlateOcrNet
 
     base = tiny_config(tmp_path)
     parallel_model = base.model.model_copy(update={"decoder": "parallel"})
@@ -252,19 +261,8 @@ def test_parallel_decoder_learns_exports_without_a_loop_and_starts_from_an_autor
     # what PyTorch gives.
     graph = onnx.load(str(config.output)).graph
     assert not any(node.op_type in ("ArgMax", "Loop") for node in graph.node)
-    best = torch.load(config.checkpoint_dir / "best.pt", weights_only=False)
-    model = PlateOcrNet(OcrModelConfig.from_dict(best["model_config"]))
-    model.load_state_dict(best["model"])
-    model.eval()
+    model, crops, onnx_probs = exported_equals_best_checkpoint(config)
     assert model.config.decoder == "parallel" and not hasattr(model, "embed")
-    crops = torch.rand(5, 3, 32, 96)
-    with torch.no_grad():
-        probs, attention = model(crops)
-    session = ort.InferenceSession(str(config.output), providers=["CPUExecutionProvider"])
-    onnx_probs, onnx_attention = session.run(None, {"crops": crops.numpy()})
-    np.testing.assert_allclose(onnx_probs, probs.numpy(), atol=1e-4)
-    np.testing.assert_allclose(onnx_attention, attention.numpy(), atol=1e-4)
-    assert onnx_attention.shape == (5, 6, 4, 12)
     np.testing.assert_allclose(onnx_probs.sum(axis=-1), 1.0, atol=1e-5)
 
     # An autoregressive model's encoder and decoder layers carry over into a parallel one (--init-weights
