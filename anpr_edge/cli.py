@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from anpr_edge import __version__
-from anpr_edge.argtypes import positive_float, positive_int
+from anpr_edge.argtypes import number_between, positive_float, positive_int
 from anpr_edge.config import AppConfig, default_config, load_config
 from anpr_edge.errors import AnprError, ConfigError, SourceError
 from anpr_edge.images import ImageError, load_image
@@ -216,6 +216,8 @@ def cmd_train_ocr(args: argparse.Namespace) -> int:
         updates["output"] = Path(args.output)
     if args.lr is not None:
         updates["lr"] = args.lr
+    if args.encoder_lr_scale is not None:
+        updates["encoder_lr_scale"] = args.encoder_lr_scale
     if args.decoder is not None:
         updates["model"] = config.model.model_copy(update={"decoder": args.decoder})
     config = config.model_copy(update=updates)
@@ -627,6 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="start from an earlier model: an ONNX exported by train-ocr (e.g. engines/ocr.onnx) "
                                 "or a best.pt/last.pt checkpoint (a new schedule; see --lr)")
     train_ocr.add_argument("--lr", type=positive_float, help="peak learning rate (overrides the config)")
+    train_ocr.add_argument("--encoder-lr-scale", type=number_between(0.01, 1.0), metavar="F",
+                           help="learning-rate factor for the encoder (0.01-1; overrides the config), e.g. 0.3 "
+                                "while a new decoder learns on a trained encoder")
     train_ocr.add_argument("--decoder", choices=("autoregressive", "parallel"),
                            help="decoder kind (overrides the config's model.decoder); --init-weights may be a "
                                 "model with the other kind (its encoder and decoder layers carry over)")

@@ -252,7 +252,7 @@ def test_parallel_decoder_learns_exports_without_a_loop_and_starts_from_an_autor
 
     base = tiny_config(tmp_path)
     parallel_model = base.model.model_copy(update={"decoder": "parallel"})
-    config = base.model_copy(update={"model": parallel_model, "output": tmp_path / "parallel.onnx"})
+    config = base.model_copy(update={"model": parallel_model, "output": tmp_path / "parallel.onnx", "encoder_lr_scale": 0.5})
     result = train_ocr(config, max_steps=60, progress=False)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0] * 0.8, losses
@@ -294,3 +294,18 @@ def test_parallel_decoder_learns_exports_without_a_loop_and_starts_from_an_autor
     wider = parallel_model.model_copy(update={"dim": 48})
     with pytest.raises(ConfigError, match="another network config"):
         _init_from(PlateOcrNet(wider.network()), ar_config.output, wider.network(), OneBatch())  # type: ignore[arg-type]
+
+
+def test_encoder_learning_rate_scale_splits_encoder_from_decoder() -> None:
+    from anpr_edge.train.ocr_model import OcrModelConfig, PlateOcrNet
+    from anpr_edge.train.ocr_train import parameter_groups
+
+    model = PlateOcrNet(OcrModelConfig(height=32, width=96, max_len=6, channels=(8, 16, 24), dim=32, heads=2))
+    (only,) = parameter_groups(model, 1.0)
+    assert len(only["params"]) == len(list(model.parameters()))
+    encoder, decoder = parameter_groups(model, 0.3)
+    names = {id(p): n.split(".")[0] for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in encoder["params"]} == {"encoder", "position", "context", "ctc"}
+    assert {names[id(p)] for p in decoder["params"]} == {"slots", "embed", "decoder", "norm", "classifier"}
+    assert encoder["lr_scale"] == 0.3 and decoder["lr_scale"] == 1.0
+    assert len(encoder["params"]) + len(decoder["params"]) == len(list(model.parameters()))

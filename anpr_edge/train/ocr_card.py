@@ -60,6 +60,12 @@ def _lineage(result: TrainResult) -> str:
             "is this run's (step 0 is the starting model).\n")
 
 
+def _encoder_rate(config: OcrTrainConfig) -> str:
+    if config.encoder_lr_scale == 1.0:
+        return ""
+    return f"; encoder, context layer and CTC head at {config.encoder_lr_scale:g}x that"
+
+
 def _decoder(config: OcrTrainConfig) -> str:
     model = config.model
     layers = f"{model.decoder_layers} transformer decoder layers, width {model.dim}, {model.heads} heads"
@@ -132,7 +138,7 @@ that command on the exported ONNX model through the runtime path (`PlateRecogniz
   {config.data.padding}); never trained on, not used for model selection.
 
 ## Recipe
-AdamW (lr {config.lr}, weight decay {config.weight_decay}), warm-up then cosine over a {config.minutes:g}-minute
+AdamW (lr {config.lr}{_encoder_rate(config)}, weight decay {config.weight_decay}), warm-up then cosine over a {config.minutes:g}-minute
 time budget, batch {config.batch_size}, label smoothing {config.label_smoothing}, train-time augmentation
 (affine, colour, IR grey, polarity inversion, blur, motion blur, low resolution, noise, JPEG). Best step by
 mean exact match on the validation splits: step {result.best_step} of {result.steps}, {result.seconds / 60:.1f}

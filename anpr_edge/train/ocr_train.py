@@ -82,6 +82,11 @@ class OcrTrainConfig(Section):
     data: OcrDataSettings = OcrDataSettings()
     batch_size: int = Field(64, ge=2, le=1024)
     lr: float = Field(2e-3, gt=0, le=1.0, description="Peak learning rate (AdamW).")
+    encoder_lr_scale: float = Field(
+        1.0, gt=0, le=1.0,
+        description="Learning-rate factor for the encoder, its context layer and the CTC head: below 1 when a "
+        "new decoder learns on a trained encoder (--init-weights from a model of the other decoder kind).",
+    )
     weight_decay: float = Field(0.05, ge=0.0)
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     ctc_weight: float = Field(0.3, ge=0.0, description="Weight of the encoder's auxiliary CTC loss.")
@@ -260,6 +265,20 @@ class BatchSampler:
 
 
 # ----------------------------------------------------------------------------------------- train / eval
+_ENCODER_PARTS = ("encoder.", "position", "context.", "ctc.")
+
+
+def parameter_groups(model: PlateOcrNet, encoder_lr_scale: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: one, or (scale below 1) the encoder side at ``encoder_lr_scale`` of the rate
+    and the decoder side at the full rate."""
+    if encoder_lr_scale == 1.0:
+        return [{"params": list(model.parameters())}]
+    encoder, decoder = [], []
+    for name, param in model.named_parameters():
+        (encoder if name.startswith(_ENCODER_PARTS) else decoder).append(param)
+    return [{"params": encoder, "lr_scale": encoder_lr_scale}, {"params": decoder, "lr_scale": 1.0}]
+
+
 def learning_rate(peak: float, progress: float, warmup: float = 0.03) -> float:
     if progress < warmup:
         return peak * max(progress / warmup, 0.01)
@@ -331,7 +350,8 @@ def train_ocr(
              ", ".join(f"{v.name} {len(v.texts)}" for v in val_sets))
 
     model = PlateOcrNet(net_config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.encoder_lr_scale), lr=config.lr,
+                                  weight_decay=config.weight_decay)
     step, elapsed, best_score, best_step = 0, 0.0, -1.0, 0
     history: list[dict[str, float]] = []
     lineage: dict[str, object] = {}
@@ -341,6 +361,9 @@ def train_ocr(
         if _saved_config(state) != net_config:
             raise ConfigError(f"{last}: checkpoint was trained with another model config; start without --resume")
         model.load_state_dict(state["model"])
+        if len(state["optimizer"]["param_groups"]) != len(optimizer.param_groups):
+            raise ConfigError(f"{last}: checkpoint was trained with another encoder_lr_scale; resume with the same "
+                              "training config or start without --resume")
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed, best_score, best_step = state["step"], state["elapsed"], state["best_score"], state["best_step"]
         history = state["history"]
@@ -384,7 +407,7 @@ def train_ocr(
     while elapsed < budget and (max_steps is None or step < max_steps):
         started = time.monotonic()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config.lr, elapsed / budget)
+            group["lr"] = learning_rate(config.lr, elapsed / budget) * group.get("lr_scale", 1.0)
         images, texts = sampler.next()
         targets = encode_texts(texts, net_config.charset, net_config.max_len)
         logits, ctc_logits = model.train_logits(images, targets)
