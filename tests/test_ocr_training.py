@@ -288,6 +288,13 @@ def test_parallel_decoder_learns_exports_without_a_loop_and_starts_from_an_autor
     with torch.no_grad():
         torch.testing.assert_close(target.encode(crops), source.encode(crops))
 
+    # And back: a parallel model starts an autoregressive one (its character embedding starts fresh).
+    back = PlateOcrNet(base.model.network())
+    _init_from(back, config.output, base.model.network(), OneBatch())  # type: ignore[arg-type]
+    back.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back.encode(crops), model.encode(crops))
+
     # A model of another shape is still refused, whatever its decoder.
     from anpr_edge.errors import ConfigError
 

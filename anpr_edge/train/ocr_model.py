@@ -16,9 +16,10 @@ Design, chosen for plates and for a static TensorRT-compilable graph:
   * ``parallel``: the same layers, but each output position is a learned query that reads the map
     without being told the characters before it (a position-query decoder, as in the non-autoregressive
     mode of PARSeq); the positions see one another through unmasked self-attention. One pass reads every
-    position, in training and at inference: no unrolled loop, so batch-1 latency is the encoder's, and
-    the graph is smaller and simpler for TensorRT. Plates have no language to model, which is what the
-    autoregressive decoder's conditioning on earlier characters mostly buys in scene text.
+    position, in training and at inference: no unrolled loop, so batch-1 latency is mostly the encoder's,
+    and the graph is smaller and simpler for TensorRT. The price: a position query must find its
+    character without knowing where the previous one was, which is harder where group lengths vary
+    (Tunisian plates); docs/BENCHMARKS.md has the measured trade.
 - Auxiliary CTC head (training only): per-column character evidence from the encoder, which makes the
   encoder learn glyphs early so the attention has something to align to; it is not exported.
 - Output: per-step softmax over ``1 + len(charset)`` symbols (0 = end of text), and each step's

@@ -487,7 +487,9 @@ def _init_from(model: PlateOcrNet, path: Path, net_config: OcrModelConfig, sampl
         source = model if source_config == net_config else PlateOcrNet(source_config)
         load_onnx_weights(source, path, export_onnx)
         if source is not model:
-            model.load_state_dict(source.state_dict(), strict=False)
+            missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+            if (set(missing) | set(unexpected)) - {"embed.weight"}:  # only the character embedding differs
+                raise RuntimeError(f"decoder conversion: unmatched weights {sorted(set(missing) | set(unexpected))}")
             log.info("--init-weights %s: %s decoder weights into a %s decoder", path, source_config.decoder,
                      net_config.decoder)
         images, _ = sampler.next()
