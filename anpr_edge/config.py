@@ -294,7 +294,9 @@ class TrackingConfig(Section):
         "held this long: a track that starts near where it ended absorbs it (a small plate detected on and "
         "off as it enters, then steadily), so one car gives one event. A longer unsettled track lost in view "
         "is held too and joins only a track whose text is at most two edits from its own (a distant plate "
-        "read weakly, lost while it came closer). 0: every track is its own passage.",
+        "read weakly, lost while it came closer). A short track starting this soon after a passage ended, near "
+        "where it was last seen, that reads about the same text or too weakly to tell, is that plate's tail "
+        "(cut by the border as it leaves the frame) and yields no event. 0: every track is its own passage.",
     )
     fragment_max_hits: int = Field(
         8, ge=1, le=1000, description="Tracks with fewer detections than this may be fragments (see fragment_hold_s)."

@@ -142,6 +142,8 @@ class _Passage:
 FRAGMENT_MAX_DISTANCE = 2
 # A fragment may be picked up by a track starting within this many plate widths of where it was last seen.
 FRAGMENT_MAX_SHIFT = 3.0
+# How long an ended passage is remembered as one a short track may be the tail of (see ``_tail_of``).
+TAIL_MEMORY_S = 60.0
 
 
 class PassageBuilder:
@@ -183,6 +185,7 @@ class PassageBuilder:
         self._crop_dir = self.events.crop_dir or default_outbox_path().parent / "crops"
         self._passages: dict[int, _Passage] = {}
         self._held: list[_Passage] = []  # ended short tracks that a following track may absorb
+        self._ended: list[_Passage] = []  # passages ended within the last moments: a short track after one may be its tail
         self._recent: dict[str, float] = {}  # text -> last sighting of a passage with it (deduplication)
         self._frame_size: tuple[int, int] | None = None
 
@@ -325,13 +328,49 @@ class PassageBuilder:
         passage.fragments.append(best)
 
     def _release_fragments(self, now: float | None) -> list[PlateEvent]:
-        """Held fragments nobody took within the hold time are passages of their own."""
+        """Held fragments nobody took within the hold time are passages of their own, unless they are the
+        tail of the passage that ended just before them (``_tail_of``)."""
         due: list[PlateEvent] = []
         for fragment in list(self._held):
             if now is None or now - fragment.track.last_seen > self.tracking.fragment_hold_s:
                 self._held.remove(fragment)
+                if self._tail_of(fragment) is not None:
+                    fragment.done = True
+                    continue
                 due += self._finish(fragment, final=True)
+        if now is not None:
+            # A tail starts within fragment_hold_s of its passage's end and is released fragment_hold_s after
+            # its own, a few detections later: a minute covers that at any frame rate.
+            keep = max(TAIL_MEMORY_S, 2 * self.tracking.fragment_hold_s)
+            self._ended = [p for p in self._ended if now - p.track.last_seen <= keep]
         return due
+
+    def _tail_of(self, fragment: _Passage) -> _Passage | None:
+        """The passage this short track is the tail of, if any: it started shortly after that passage's
+        track ended, near where it was last seen, and reads about the same text or too weakly to tell. A
+        plate leaving the frame is cut by the border and detected again for a frame or two as a new track
+        (the old one ended as its predicted box left the frame, or it changed too much to match): another
+        event for it would be a false passage, the only kind the passage benchmark showed after the
+        fragment rule. The passage's event has gone already; the tail's reads come too late to change it."""
+        track = fragment.track
+        own = self._current_vote(fragment)
+        weak = track.hits < self.tracking.fragment_max_hits and not self._settled(fragment)
+        best, best_shift = None, FRAGMENT_MAX_SHIFT
+        for ended in self._ended:
+            gap = track.first_seen - ended.track.last_seen
+            if not 0 < gap <= self.tracking.fragment_hold_s:
+                continue
+            (ex, ey), (fx, fy) = ended.track.center, track.first_center
+            width = max(ended.track.box[2] - ended.track.box[0], track.first_box[2] - track.first_box[0], 1.0)
+            shift = float(np.hypot(fx - ex, fy - ey)) / width
+            if shift > best_shift:
+                continue
+            theirs = ended.text
+            same = (weak or own is None or not own.text or not theirs
+                    or Levenshtein.distance(own.text, theirs) <= FRAGMENT_MAX_DISTANCE)
+            if same:
+                best, best_shift = ended, shift
+        return best
 
     def _merge_fragments(self, passage: _Passage) -> list[PlateEvent]:
         """Fold the passage's fragments into it when their text agrees (or they have none); a fragment
@@ -375,6 +414,7 @@ class PassageBuilder:
         passage.track = track
         if passage.done:
             self._remember(passage.text, track.last_seen)
+            self._ended.append(passage)
             return []
         if not track.confirmed:  # a detector blip, not a passage; a fragment it took is free again
             self._held.extend(passage.fragments)
@@ -382,6 +422,7 @@ class PassageBuilder:
         if holding and self._is_fragment(passage):
             self._held.append(passage)
             return []
+        self._ended.append(passage)
         return self._finish(passage, final=True)
 
     def _current_vote(self, passage: _Passage) -> Vote | None:

@@ -211,6 +211,37 @@ def test_a_fragment_nobody_takes_is_reported_after_the_hold() -> None:
                  flush=False)[0][0] == 2 + 6  # without holding: due when the track ends
 
 
+def leaving_passage(text: str, tail_text: str | None, tail_frames: int = 2) -> list[Step]:
+    """A plate driving out through the bottom border (480 px frame): its track ends as the predicted box
+    leaves the frame; two frames later the detector finds the plate again, cut by the border, as a new
+    track with a misread (the passage benchmark's one false event, clip 0 of seed 1)."""
+    steps = passage(text, 12, start=(200, 100), velocity=(0, 30))  # last box y 430-455
+    tail = [[((205.0, 462.0 + 2 * i, 295.0, 480.0), tail_text)] for i in range(tail_frames)]
+    return steps + empty(2) + tail + empty(20)
+
+
+def test_the_tail_of_a_plate_leaving_the_frame_is_not_another_passage() -> None:
+    out = drive(builder(), leaving_passage("AB123CD", "Y8069"), flush=False)
+    assert [e.text for _, e in out] == ["AB123CD"]
+    # Without fragments (fragment_hold_s 0) the tail is a passage of its own: the case this rule is for.
+    plain = drive(builder(tracking=TrackingConfig(max_age=5, fragment_hold_s=0)), leaving_passage("AB123CD", "Y8069"),
+                  flush=False)
+    assert sorted(e.text for _, e in plain) == ["AB123CD", "Y8069"]
+
+
+def test_a_short_track_elsewhere_or_settled_on_another_plate_is_still_reported() -> None:
+    # A small plate entering at the top while the other leaves at the bottom: too far to be its tail.
+    steps = leaving_passage("AB123CD", None)
+    for i, box in enumerate(entry_fragment("XY98765")):
+        steps[14 + i] = list(steps[14 + i]) + list(box)
+    out = drive(builder(), steps, flush=False)
+    assert sorted(e.text for _, e in out) == ["AB123CD", "XY98765"]
+    # Settled on another text (settle_weight 0, three agreeing reads) where the plate left: another car.
+    out = drive(builder(voting=VotingConfig(settle_weight=0.0)), leaving_passage("AB123CD", "XY98765", tail_frames=3),
+                flush=False)
+    assert sorted(e.text for _, e in out) == ["AB123CD", "XY98765"]
+
+
 # ---------------------------------------------------------------------------------------- early events
 def test_early_event_when_the_vote_settles_and_only_one() -> None:
     b = builder(events=EventsConfig(early=True),
