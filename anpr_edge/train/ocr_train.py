@@ -5,8 +5,9 @@
   jittered boxes (cached on disk, so a resumed run trains on the same pool). Every batch mixes both.
 - Model selection: exact-match on the fixed real validation splits, never on the test set
   (fr-plate-scenes), which is only scored at the end.
-- Time budget: the learning-rate schedule (warm-up then cosine) runs on elapsed training time, so a
-  run of N minutes ends annealed; checkpoints every few minutes make it resumable (``--resume``).
+- Time budget: the learning-rate schedule (warm-up then cosine) runs on elapsed training time (or on steps,
+  when ``max_steps`` ends the run first), so a run of N minutes ends annealed; checkpoints every few minutes
+  make it resumable (``--resume``).
 - Export: the best weights go to ONNX (opset 17, dynamic batch, fixed crop size, charset in the
   metadata), and the export is checked against PyTorch on the same input.
 """
@@ -403,11 +404,16 @@ def train_ocr(
 
     if lineage and step == 0:
         validate()  # the starting point is a candidate: a continuation never exports a worse model
+    def progress(step: int, elapsed: float) -> float:
+        # Whichever limit ends the run sets the schedule, so a step-limited run (tests, --max-steps) anneals
+        # in the same steps on a fast machine as on a slow one.
+        return max(elapsed / budget, step / max_steps if max_steps else 0.0)
+
     model.train()
     while elapsed < budget and (max_steps is None or step < max_steps):
         started = time.monotonic()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config.lr, elapsed / budget) * group.get("lr_scale", 1.0)
+            group["lr"] = learning_rate(config.lr, progress(step, elapsed)) * group.get("lr_scale", 1.0)
         images, texts = sampler.next()
         targets = encode_texts(texts, net_config.charset, net_config.max_len)
         logits, ctc_logits = model.train_logits(images, targets)
