@@ -146,6 +146,18 @@ FRAGMENT_MAX_SHIFT = 3.0
 TAIL_MEMORY_S = 60.0
 
 
+def _widths_apart(a: tuple[float, float], a_box: Box, b: tuple[float, float], b_box: Box) -> float:
+    """Distance between two plate centres in plate widths (the wider of the two boxes)."""
+    width = max(a_box[2] - a_box[0], b_box[2] - b_box[0], 1.0)
+    return float(np.hypot(b[0] - a[0], b[1] - a[1])) / width
+
+
+def _may_be_same_plate(text: str | None, other: str | None, *, weak: bool) -> bool:
+    """Two reads of one place and moment may be the same plate: one side is too weak to tell (``weak``) or
+    has no text, or the texts are at most FRAGMENT_MAX_DISTANCE edits apart."""
+    return weak or not text or not other or Levenshtein.distance(text, other) <= FRAGMENT_MAX_DISTANCE
+
+
 class PassageBuilder:
     """Turns one camera's frames, detections and reads into one ``PlateEvent`` per passage."""
 
@@ -314,9 +326,7 @@ class PassageBuilder:
             gap = track.first_seen - fragment.track.last_seen
             if not 0 < gap <= self.tracking.fragment_hold_s:
                 continue
-            (fx, fy), (tx, ty) = fragment.track.center, track.center
-            width = max(track.box[2] - track.box[0], fragment.track.box[2] - fragment.track.box[0], 1.0)
-            shift = float(np.hypot(tx - fx, ty - fy)) / width
+            shift = _widths_apart(fragment.track.center, fragment.track.box, track.center, track.box)
             if shift <= best_shift:
                 best, best_shift = fragment, shift
         if best is None:
@@ -350,8 +360,8 @@ class PassageBuilder:
         track ended, near where it was last seen, and reads about the same text or too weakly to tell. A
         plate leaving the frame is cut by the border and detected again for a frame or two as a new track
         (the old one ended as its predicted box left the frame, or it changed too much to match): another
-        event for it would be a false passage, the only kind the passage benchmark showed after the
-        fragment rule. The passage's event has gone already; the tail's reads come too late to change it."""
+        event for it would be a false passage (seen in the passage benchmark). The passage's event has gone
+        already; the tail's reads come too late to change it."""
         track = fragment.track
         own = self._current_vote(fragment)
         weak = track.hits < self.tracking.fragment_max_hits and not self._settled(fragment)
@@ -360,15 +370,8 @@ class PassageBuilder:
             gap = track.first_seen - ended.track.last_seen
             if not 0 < gap <= self.tracking.fragment_hold_s:
                 continue
-            (ex, ey), (fx, fy) = ended.track.center, track.first_center
-            width = max(ended.track.box[2] - ended.track.box[0], track.first_box[2] - track.first_box[0], 1.0)
-            shift = float(np.hypot(fx - ex, fy - ey)) / width
-            if shift > best_shift:
-                continue
-            theirs = ended.text
-            same = (weak or own is None or not own.text or not theirs
-                    or Levenshtein.distance(own.text, theirs) <= FRAGMENT_MAX_DISTANCE)
-            if same:
+            shift = _widths_apart(ended.track.center, ended.track.box, track.first_center, track.first_box)
+            if shift <= best_shift and _may_be_same_plate(own.text if own else None, ended.text, weak=weak):
                 best, best_shift = ended, shift
         return best
 
@@ -386,12 +389,8 @@ class PassageBuilder:
             # another plate is kept apart. A long unsettled one (many reads, none sure) must read about the same
             # text: it may as well be another car that drove off unread just before this one came.
             short = fragment.track.hits < self.tracking.fragment_max_hits
-            same = (
-                theirs is None or not theirs.text or own is None or not own.text
-                or (short and not self._settled(fragment))
-                or Levenshtein.distance(theirs.text, own.text) <= FRAGMENT_MAX_DISTANCE
-            )
-            if same:
+            if _may_be_same_plate(theirs.text if theirs else None, own.text if own else None,
+                                  weak=short and not self._settled(fragment)):
                 passage.votes.merge(fragment.votes)
                 passage.stale = True
                 if fragment.best_read is not None and (
