@@ -404,6 +404,7 @@ def train_ocr(
 
     if lineage and step == 0:
         validate()  # the starting point is a candidate: a continuation never exports a worse model
+
     def progress(step: int, elapsed: float) -> float:
         # Whichever limit ends the run sets the schedule, so a step-limited run (tests, --max-steps) anneals
         # in the same steps on a fast machine as on a slow one.
