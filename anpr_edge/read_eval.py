@@ -192,7 +192,7 @@ class ReadEvalReport:
 
     def as_dict(self) -> dict[str, Any]:
         def r(value: float) -> float | None:
-            return None if value != value else round(value, 4)
+            return None if value != value else round(value, 6)  # 6 places: tables round again to 0.1%
 
         return {
             "set": self.name,

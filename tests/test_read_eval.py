@@ -142,3 +142,12 @@ def test_eval_read_command_on_known_boxes(tmp_path: Path, models: dict[str, Path
     assert record["formats"] == ["US", "BR"] and record["exact_match_with_formats"] == 0.5
     unknown = cli("eval-read", "--formats", "ATLANTIS", "--config", str(config), str(tmp_path / "labels.csv"))
     assert unknown.returncode == 2 and "ATLANTIS" in unknown.stderr
+
+
+def test_report_figures_keep_enough_places_for_a_table_to_round_once() -> None:
+    # 83 of 85 is 97.647%: rounding the JSON figure to 4 places first (0.9765) made `eval` print 97.7% where
+    # `eval-read` printed 97.6% for the same result.
+    from anpr_edge.read_eval import ReadEvalReport
+
+    figures = ReadEvalReport("fr", images=85, plates=85, found=83).as_dict()
+    assert f"{100 * figures['recall']:.1f}%" == "97.6%"

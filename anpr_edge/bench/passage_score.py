@@ -261,7 +261,7 @@ class ScoreRow:
 
     def as_dict(self) -> dict[str, object]:
         def r(value: float) -> float | None:
-            return None if value != value else round(value, 4)
+            return None if value != value else round(value, 6)  # 6 places: tables round again to 0.1%
 
         return {
             "group": self.name, "passages": self.passages, "detected": self.detected,
