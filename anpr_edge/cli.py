@@ -111,6 +111,8 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_ocr(args: argparse.Namespace) -> int:
+    from anpr_edge.crop import plate_cuts
+    from anpr_edge.ocr import most_confident
     from anpr_edge.pipeline import load_recognizer
 
     config = _config(args.config)
@@ -121,9 +123,14 @@ def cmd_ocr(args: argparse.Namespace) -> int:
     def work(image: np.ndarray) -> dict[str, Any]:
         nonlocal explained
         if args.explain is None:
-            (plate,) = recognizer.read_images([image])
+            # The image is the plate's box: read it in the configured cuts (as eval-ocr scores it), keep the surest.
+            height, width = image.shape[:2]
+            cuts = plate_cuts(image, (0, 0, width, height), recognizer.crop_size, 0.0, config.crop.extra_cuts,
+                              rectify=config.crop.rectify)
+            reads = recognizer.read_crops(cuts)
             if reformat is not None:
-                plate = reformat(plate)
+                reads = [reformat(read) for read in reads]
+            (plate,) = most_confident(reads, [len(reads)])
             return {"text": plate.text, "confidence": round(plate.confidence, 4), "format": plate.format}
         from anpr_edge.explain import attention_sheet
 
@@ -402,14 +409,16 @@ def cmd_eval_ocr(args: argparse.Namespace) -> int:
     shared_names = {name for name, _ in sets[: len(sets) - len(args.labels)]}
     rows, formatted = [], []
     for name, items in sets:
-        ours, crops = evaluate(name, items, reader, recognizer.crop_size, config.crop.padding, config.crop.rectify)
+        ours, crops = evaluate(name, items, reader, recognizer.crop_size, config.crop.padding, config.crop.rectify,
+                               config.crop.extra_cuts)
         base = (evaluate(name, items, baseline, recognizer.crop_size, config.crop.padding, config.crop.rectify)[0]
                 if baseline else None)
         rows.append((ours, base))
         formats = region_formats(name) if name in shared_names else tuple(args.formats or ())
         reformat = _reformatter(config, recognizer.charset, formats)
         with_formats = (evaluate(name, items, recognizer_reader(recognizer, reformat=reformat), recognizer.crop_size,
-                                 config.crop.padding, config.crop.rectify)[0] if reformat is not None else None)
+                                 config.crop.padding, config.crop.rectify, config.crop.extra_cuts)[0]
+                        if reformat is not None else None)
         formatted.append((with_formats, formats) if with_formats is not None else None)
         if args.failures:
             write_failures(Path(args.failures), ours, crops, [str(item.path) for item in items])

@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from anpr_edge import paths
+from anpr_edge.crop import CropCut
 from anpr_edge.errors import ConfigError
 from anpr_edge.source_spec import SourceSpec, parse_source
 
@@ -151,6 +152,20 @@ class CropConfig(Section):
         description="Turn plates that sit tilted in their box level before reading (the angle is estimated from "
         "the crop's edges; rolls under 4 degrees are left alone).",
     )
+    extra_cuts: list[CropCut] = Field(
+        [],
+        description="Other cuts of each plate the OCR reads besides the box cut, keeping the read it is most sure "
+        "of: wide (7% more margin per side), level (the plate turned level, only when it sits tilted 4-35 "
+        "degrees in its box). Each cut costs one more OCR read. Off by default: it gains on tight crop images "
+        "(anpr-edge ocr, eval-ocr) but not on detector boxes or video (docs/BENCHMARKS.md).",
+    )
+
+    @field_validator("extra_cuts")
+    @classmethod
+    def _distinct_cuts(cls, cuts: list[CropCut]) -> list[CropCut]:
+        if len(set(cuts)) != len(cuts):
+            raise ValueError("each cut at most once")
+        return cuts
 
 
 class InferenceConfig(Section):

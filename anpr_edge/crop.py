@@ -10,6 +10,7 @@ filled by replicating the border.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -129,6 +130,45 @@ def crop_plate(
         frame_index=frame_index,
         detector_confidence=float(detector_confidence),
     )
+
+
+# Other cuts of the same plate that the reader may read besides the box cut (``plate_cuts``). The OCR keeps
+# the read it is most sure of: a character that one cut loses to the border, to a tight box or to a tilt is
+# often whole in another (docs/BENCHMARKS.md measures each set of cuts).
+CropCut = Literal["wide", "level"]
+WIDE_EXTRA_PADDING = 0.07  # "wide": this much more margin on each side than the box cut
+
+
+def plate_cuts(
+    image: np.ndarray,
+    box: Sequence[float],
+    size: tuple[int, int],
+    padding: float = 0.15,
+    cuts: Sequence[CropCut] = (),
+    *,
+    rectify: bool = False,
+    camera_id: str = "",
+    frame_index: int = -1,
+    detector_confidence: float = 1.0,
+) -> list[PlateCrop]:
+    """The box cut (``crop_plate``), then the other ``cuts`` of the same plate.
+
+    ``"wide"``: the box cut with ``WIDE_EXTRA_PADDING`` more margin; ``"level"``: the plate turned level, only
+    when it sits tilted in its box (``estimate_roll``; a level plate's "level" cut would be the box cut again).
+    """
+    meta = {"camera_id": camera_id, "frame_index": frame_index, "detector_confidence": detector_confidence}
+    first = crop_plate(image, box, size, padding, rectify=rectify, **meta)  # type: ignore[arg-type]
+    out = [first]
+    for cut in cuts:
+        if cut == "wide":
+            out.append(crop_plate(image, box, size, padding + WIDE_EXTRA_PADDING, rectify=rectify, **meta))  # type: ignore[arg-type]
+        elif cut == "level" and not rectify:
+            level = crop_plate(image, box, size, padding, rectify=True, **meta)  # type: ignore[arg-type]
+            if not np.array_equal(level.transform, first.transform):
+                out.append(level)
+        elif cut not in ("wide", "level"):
+            raise ValueError(f"unknown crop cut {cut!r} (known: wide, level)")
+    return out
 
 
 def _axis_aligned_crop(

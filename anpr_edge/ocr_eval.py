@@ -3,7 +3,9 @@
 For each labelled set: exact-match rate (the whole plate right), character error rate (Levenshtein
 distance / label length, from ``rapidfuzz``), and ms per crop; failures can be written to a folder
 (crop image named after truth and read) for inspection. Crops are made as the runtime makes them:
-labelled crop images are fitted whole, labelled scenes are cut at their box with the configured padding.
+labelled crop images are fitted whole, labelled scenes are cut at their box with the configured padding;
+with the configured ``crop.extra_cuts`` each plate is also read in those cuts and its most confident read
+counts (``evaluate(..., cuts=...)``), as ``PlateReader`` does.
 
 Baseline: Tesseract 5 (Debian ``tesseract-ocr`` + ``pytesseract``) on the same crops, single line,
 restricted to the charset, scored the same way.
@@ -23,7 +25,7 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 
 from anpr_edge.config import FormatsConfig
-from anpr_edge.crop import crop_plate, fit_crop
+from anpr_edge.crop import CropCut, plate_cuts
 from anpr_edge.errors import AnprError
 from anpr_edge.ocr import PlateRecognizer, normalize_text
 from anpr_edge.train import datasets
@@ -47,23 +49,30 @@ class SetScore:
     count: int
     exact: float
     cer: float
-    ms_per_crop: float
+    ms_per_plate: float
     failures: list[Failure] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {"set": self.name, "count": self.count, "exact_match": round(self.exact, 4),
-                "cer": round(self.cer, 4), "ms_per_crop": round(self.ms_per_crop, 3)}
+                "cer": round(self.cer, 4), "ms_per_plate": round(self.ms_per_plate, 3)}
 
 
 def runtime_crop(
     image: np.ndarray, item: LabeledImage, size: tuple[int, int], padding: float, rectify: bool = False
 ) -> np.ndarray:
+    return runtime_cuts(image, item, size, padding, rectify)[0]
+
+
+def runtime_cuts(
+    image: np.ndarray, item: LabeledImage, size: tuple[int, int], padding: float, rectify: bool = False,
+    cuts: Sequence[CropCut] = (),
+) -> list[np.ndarray]:
+    """The crops the runtime reads for one labelled item: the box cut, then ``cuts`` (``crop.plate_cuts``). A
+    labelled crop image is its own box with no padding (fitted whole)."""
     if item.box is None:  # a crop image: the plate fills it
-        if rectify:
-            height, width = image.shape[:2]
-            return crop_plate(image, (0, 0, width, height), size, 0.0, rectify=True).image
-        return fit_crop(image, size)
-    return crop_plate(image, item.box, size, padding, rectify=rectify).image
+        height, width = image.shape[:2]
+        return [c.image for c in plate_cuts(image, (0, 0, width, height), size, 0.0, cuts, rectify=rectify)]
+    return [c.image for c in plate_cuts(image, item.box, size, padding, cuts, rectify=rectify)]
 
 
 def score(name: str, truths: Sequence[str], reads: Sequence[tuple[str, float]], files: Sequence[str], ms: float) -> SetScore:
@@ -132,12 +141,23 @@ def region_reformatter(formats_config: FormatsConfig, charset: str,
 
 
 def evaluate(name: str, items: Sequence[LabeledImage], reader: Reader, size: tuple[int, int], padding: float = 0.15,
-             rectify: bool = False) -> tuple[SetScore, list[np.ndarray]]:
-    """Score ``reader`` on ``items``; returns the score and the crops (for writing failures)."""
-    crops = [runtime_crop(read_image(item.path), item, size, padding, rectify) for item in items]
+             rectify: bool = False, cuts: Sequence[CropCut] = ()) -> tuple[SetScore, list[np.ndarray]]:
+    """Score ``reader`` on ``items``; returns the score and the crops (for writing failures).
+
+    With ``cuts``, each item is read in several cuts and its most confident read counts, as ``PlateReader``
+    does (the crop returned is the one that read was made from)."""
+    cut_sets = [runtime_cuts(read_image(item.path), item, size, padding, rectify, cuts) for item in items]
+    flat = [crop for crop_set in cut_sets for crop in crop_set]
     started = time.perf_counter()
-    reads = reader(crops)
-    ms = (time.perf_counter() - started) * 1000.0 / max(len(crops), 1)
+    flat_reads = reader(flat)
+    ms = (time.perf_counter() - started) * 1000.0 / max(len(items), 1)
+    reads, crops, start = [], [], 0
+    for crop_set in cut_sets:
+        group = flat_reads[start : start + len(crop_set)]
+        best = max(range(len(group)), key=lambda n: group[n][1])
+        reads.append(group[best])
+        crops.append(crop_set[best])
+        start += len(crop_set)
     return score(name, [item.text for item in items], reads, [str(item.path) for item in items], ms), crops
 
 
@@ -159,7 +179,7 @@ def format_table(
     formats where given (``formatted[i]`` for ``rows[i]``: score and format names), and the baseline's."""
     with_baseline = any(base is not None for _, base in rows)
     with_formats = any(f is not None for f in formatted)
-    head = "| set | crops | exact match | CER | ms/crop |"
+    head = "| set | crops | exact match | CER | ms/plate |"
     rule = "| --- | ---: | ---: | ---: | ---: |"
     if with_formats:
         head, rule = head + " exact, region formats | CER, region formats |", rule + " ---: | ---: |"
@@ -167,7 +187,7 @@ def format_table(
         head, rule = head + " baseline exact | baseline CER |", rule + " ---: | ---: |"
     lines = [head, rule]
     for n, (ours, base) in enumerate(rows):
-        line = f"| {ours.name} | {ours.count} | {ours.exact:.1%} | {ours.cer:.3f} | {ours.ms_per_crop:.2f} |"
+        line = f"| {ours.name} | {ours.count} | {ours.exact:.1%} | {ours.cer:.3f} | {ours.ms_per_plate:.2f} |"
         if with_formats:
             entry = formatted[n] if n < len(formatted) else None
             line += (f" {entry[0].exact:.1%} ({'+'.join(entry[1])}) | {entry[0].cer:.3f} |" if entry is not None

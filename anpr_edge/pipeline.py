@@ -11,12 +11,17 @@ import numpy as np
 from anpr_edge import paths
 from anpr_edge.backends import create_backend
 from anpr_edge.config import AppConfig
-from anpr_edge.crop import crop_plate
+from anpr_edge.crop import CropCut, plate_cuts
 from anpr_edge.detector import PlateDetector
 from anpr_edge.errors import ModelNotAvailableError
-from anpr_edge.ocr import PlateRecognizer
-from anpr_edge.plate_formats import DEFAULT_MIN_UNAIDED_RATIO, PlateFormat, format_read, load_formats
-from anpr_edge.values import Detections, PlateRead
+from anpr_edge.ocr import PlateRecognizer, most_confident
+from anpr_edge.plate_formats import (
+    DEFAULT_MIN_UNAIDED_RATIO,
+    PlateFormat,
+    format_read,
+    load_formats,
+)
+from anpr_edge.values import Detections, PlateCrop, PlateRead
 
 log = logging.getLogger("anpr_edge.pipeline")
 
@@ -99,12 +104,14 @@ class PlateReader:
         *,
         padding: float = 0.15,
         rectify: bool = False,
+        extra_cuts: Sequence[CropCut] = (),
         formats: Sequence[PlateFormat] = (),
         min_ratio: float = 0.5,
         min_unaided_ratio: float = DEFAULT_MIN_UNAIDED_RATIO,
         fallback: PlateDetector | None = None,
     ) -> None:
         self.detector, self.recognizer, self.padding, self.rectify = detector, recognizer, padding, rectify
+        self.extra_cuts = tuple(extra_cuts)
         self.fallback = fallback
         self.formats, self.min_ratio, self.min_unaided_ratio = tuple(formats), min_ratio, min_unaided_ratio
 
@@ -114,14 +121,15 @@ class PlateReader:
         detect through ``detector`` alone (no second TensorRT plan is built for them)."""
         detector = load_detector(config)
         return cls(detector, load_recognizer(config), padding=config.crop.padding,
-                   rectify=config.crop.rectify,
+                   rectify=config.crop.rectify, extra_cuts=config.crop.extra_cuts,
                    formats=load_plate_formats(config), min_ratio=config.formats.min_ratio,
                    min_unaided_ratio=config.formats.min_unaided_ratio,
                    fallback=load_fallback_detector(config, detector) if fallback else None)
 
     def with_formats(self, formats: Sequence[PlateFormat]) -> PlateReader:
         """The same models reading under other formats (evaluation per region)."""
-        return PlateReader(self.detector, self.recognizer, padding=self.padding, rectify=self.rectify, formats=formats,
+        return PlateReader(self.detector, self.recognizer, padding=self.padding, rectify=self.rectify,
+                           extra_cuts=self.extra_cuts, formats=formats,
                            min_ratio=self.min_ratio, min_unaided_ratio=self.min_unaided_ratio, fallback=self.fallback)
 
     def format_reads(self, reads: list[PlateRead]) -> list[PlateRead]:
@@ -140,12 +148,25 @@ class PlateReader:
         The reads are the OCR's own, without formats: the tracker votes on their probabilities and applies the
         formats to the vote.
         """
-        crops = [
-            crop_plate(image, box, self.recognizer.crop_size, self.padding, rectify=self.rectify, camera_id=camera_id,
-                       frame_index=frame_index, detector_confidence=float(score))
-            for box, score in zip(detections.xyxy, detections.confidence)
-        ]
-        return self.recognizer.read_crops(crops) if crops else []
+        cut_sets = [self.cuts(image, box, float(score), camera_id, frame_index)
+                    for box, score in zip(detections.xyxy, detections.confidence)]
+        return self.read_cut_sets(cut_sets)
+
+    def cuts(self, image: np.ndarray, box: Sequence[float], score: float = 1.0, camera_id: str = "",
+             frame_index: int = -1) -> list[PlateCrop]:
+        """The crops of one plate the OCR reads: the box cut, then ``extra_cuts``."""
+        return plate_cuts(image, box, self.recognizer.crop_size, self.padding, self.extra_cuts, rectify=self.rectify,
+                          camera_id=camera_id, frame_index=frame_index, detector_confidence=score)
+
+    def read_cut_sets(self, cut_sets: Sequence[Sequence[PlateCrop]], *, formatted: bool = False) -> list[PlateRead]:
+        """One read per plate: all cuts in one OCR batch, then each plate's most confident read (under the
+        formats when ``formatted``)."""
+        if not cut_sets:
+            return []
+        reads = self.recognizer.read_crops([crop for cuts in cut_sets for crop in cuts])
+        if formatted:
+            reads = self.format_reads(reads)
+        return most_confident(reads, [len(cuts) for cuts in cut_sets])
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Plate boxes per image: ``detector``'s, and ``fallback``'s for the images where it found none."""
@@ -167,23 +188,12 @@ class PlateReader:
         """Reads per image, sorted by confidence (best first)."""
         detections = self.detect(images)
         indices = list(frame_indices) if frame_indices is not None else [-1] * len(images)
-        crops, owner = [], []
+        cut_sets, owner = [], []
         for n, (image, found) in enumerate(zip(images, detections)):
             for box, score in zip(found.xyxy, found.confidence):
-                crops.append(
-                    crop_plate(
-                        image,
-                        box,
-                        self.recognizer.crop_size,
-                        self.padding,
-                        rectify=self.rectify,
-                        camera_id=camera_id,
-                        frame_index=indices[n],
-                        detector_confidence=float(score),
-                    )
-                )
+                cut_sets.append(self.cuts(image, box, float(score), camera_id, indices[n]))
                 owner.append(n)
         per_image: list[list[PlateRead]] = [[] for _ in images]
-        for n, plate in zip(owner, self.format_reads(self.recognizer.read_crops(crops))):
+        for n, plate in zip(owner, self.read_cut_sets(cut_sets, formatted=True)):
             per_image[n].append(plate)
         return [sorted(reads, key=lambda r: -r.confidence) for reads in per_image]

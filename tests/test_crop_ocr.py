@@ -10,9 +10,10 @@ import pytest
 from tiny_models import brightness_ocr
 
 from anpr_edge.backends import create_backend
-from anpr_edge.crop import crop_plate, crop_region, estimate_roll, fit_crop
+from anpr_edge.crop import WIDE_EXTRA_PADDING, crop_plate, crop_region, estimate_roll, fit_crop, plate_cuts
 from anpr_edge.errors import BackendError
-from anpr_edge.ocr import PlateRecognizer, decode_greedy, normalize_text
+from anpr_edge.ocr import PlateRecognizer, decode_greedy, most_confident, normalize_text
+from anpr_edge.values import PlateRead
 
 
 def test_crop_keeps_aspect_and_pads() -> None:
@@ -85,6 +86,39 @@ def test_rectify_leaves_level_plates_alone() -> None:
     assert np.array_equal(crop_plate(frame, box, (192, 64), rectify=True).image, plain.image)
     blank = np.full((100, 200, 3), 90, np.uint8)  # no edges at all: nothing to estimate
     assert estimate_roll(blank) == (0.0, 0.0)
+
+
+def _bright_columns(image: np.ndarray) -> int:
+    return int((image.mean(axis=(0, 2)) > 150).sum())
+
+
+def test_plate_cuts_add_a_wide_cut_and_a_level_cut_only_for_tilted_plates() -> None:
+    frame, box = _tilted_plate(0.0)
+    cuts = plate_cuts(frame, box, (192, 64), 0.15, ["wide", "level"], camera_id="cam", frame_index=7,
+                      detector_confidence=0.8)
+    assert len(cuts) == 2  # a level plate's level cut would be the box cut again
+    box_cut, wide = cuts
+    assert np.array_equal(box_cut.image, crop_plate(frame, box, (192, 64), 0.15).image)
+    assert np.array_equal(wide.image, crop_plate(frame, box, (192, 64), 0.15 + WIDE_EXTRA_PADDING).image)
+    assert _bright_columns(wide.image) < _bright_columns(box_cut.image)  # more margin, smaller plate
+    assert all(c.camera_id == "cam" and c.frame_index == 7 and c.detector_confidence == 0.8 for c in cuts)
+
+    frame, box = _tilted_plate(15.0)
+    box_cut, wide, level = plate_cuts(frame, box, (192, 64), 0.15, ["wide", "level"])
+    assert abs(estimate_roll(level.image)[0]) < 2.0 < abs(estimate_roll(box_cut.image)[0])
+    assert plate_cuts(frame, box, (192, 64), 0.15, [])[0].image.tobytes() == box_cut.image.tobytes()
+    # With crop.rectify on, the box cut is already level: no second level cut.
+    assert len(plate_cuts(frame, box, (192, 64), 0.15, ["level"], rectify=True)) == 1
+    with pytest.raises(ValueError, match="unknown crop cut 'tall'"):
+        plate_cuts(frame, box, (192, 64), 0.15, ["tall"])  # type: ignore[list-item]
+
+
+def test_most_confident_keeps_each_plates_surest_read() -> None:
+    reads = [PlateRead(text, confidence, ()) for text, confidence in
+             [("AB1", 0.5), ("AB7", 0.9), ("CD2", 0.4), ("EF3", 0.6), ("EF8", 0.6), ("EF", 0.1)]]
+    assert [r.text for r in most_confident(reads, [2, 1, 3])] == ["AB7", "CD2", "EF3"]  # a tie keeps the first
+    with pytest.raises(ValueError, match="do not split"):
+        most_confident(reads, [2, 2])
 
 
 def test_fit_crop_any_size_image() -> None:

@@ -86,3 +86,31 @@ def test_no_fallback_for_a_fixed_size_model_or_for_the_daemon(tmp_path: Path) ->
     config = load_config(_config(tmp_path, dynamic))
     assert PlateReader.from_config(config).fallback is not None
     assert PlateReader.from_config(config, fallback=False).fallback is None
+
+
+def test_each_plate_is_read_in_every_cut_and_its_most_confident_read_kept(tmp_path: Path) -> None:
+    # A mid-grey plate on a white wall: the brightness OCR reads 'A' more surely the more wall a cut holds, so
+    # the wide cut wins over the box cut, in `read` and in the daemon's `read_detections` alike.
+    image = np.full((200, 200, 3), 255, np.uint8)
+    image[80:120, 60:140] = 140
+    backend = create_backend("onnxruntime", constant_detector(tmp_path / "d.onnx", ROWS, size=None))
+    detector = PlateDetector(backend, input_size=64, confidence=0.5)
+    recognizer = PlateRecognizer(create_backend("onnxruntime", brightness_ocr(tmp_path / "ocr.onnx")))
+    one_cut = PlateReader(detector, recognizer)
+    with_cuts = PlateReader(detector, recognizer, extra_cuts=("wide", "level"))
+    (detections,) = detector.detect([image])
+    (box,) = detections.xyxy
+    cuts = with_cuts.cuts(image, box)
+    assert len(cuts) == 2  # nothing tilted: the box cut and the wide one
+    box_read, wide_read = recognizer.read_crops(cuts)
+    assert wide_read.confidence > box_read.confidence
+
+    ((plain,),) = one_cut.read([image])
+    ((best,),) = with_cuts.read([image])
+    assert plain.confidence == pytest.approx(box_read.confidence)
+    assert best.text == "A" and best.confidence == pytest.approx(wide_read.confidence)
+    assert np.array_equal(best.crop_image, cuts[1].image)
+    (daemon,) = with_cuts.read_detections(image, detections, camera_id="cam", frame_index=3)
+    assert daemon.confidence == pytest.approx(wide_read.confidence) and daemon.frame_index == 3
+    assert with_cuts.with_formats(()).extra_cuts == ("wide", "level")
+    assert PlateReader.from_config(load_config(_config(tmp_path, tmp_path / "d.onnx"))).extra_cuts == ()

@@ -5,9 +5,10 @@ and any label CSV given (``file,text,xmin,ymin,xmax,ymax`` or the tutorials' ``f
 
 - **Plate crops with text** (the shared crop sets' fixed validation splits, the fr-plate-scenes test set
   cut at its labelled boxes, a CSV's rows): the OCR through the runtime path. Each crop is made as the
-  runtime makes it (``ocr_eval.runtime_crop``: a crop image fitted whole, a scene cut at its box with the
-  configured padding) and read alone (batch 1, as a frame with one plate is). Exact match, character
-  error rate (Levenshtein distance / label length) and ms per crop (median, p95).
+  runtime makes it (``ocr_eval.runtime_cuts``: a crop image fitted whole, a scene cut at its box with the
+  configured padding, plus the configured ``crop.extra_cuts``, the most confident read kept) and read alone
+  (one batch per plate, as a frame with one plate is). Exact match, character error rate (Levenshtein
+  distance / label length) and ms per plate (median, p95).
 - **Full images with boxes** (the shared scene sets' val splits and the fr-plate-scenes test set; a CSV
   with boxes): the whole ``read`` path (``read_eval.evaluate_read``): detector recall and precision at IoU
   0.5, false positives per image, end-to-end exact match where an image has one labelled text (its most
@@ -226,13 +227,15 @@ def evaluate_crops(name: str, items: Sequence[LabeledImage], reader: PlateReader
                    formats: tuple[str, ...] = ()) -> CropSetResult:
     """Ours and each baseline on the same plate regions of ``items``, one crop at a time.
 
-    Ours reads the runtime crop (``ocr_eval.runtime_crop``: the region fitted to the model's input size).
+    Ours reads the runtime's cuts (``ocr_eval.runtime_cuts``: the region fitted to the model's input size, and
+    the configured ``crop.extra_cuts``; the most confident read counts, as at run time).
     The baselines read the same region at the image's own resolution (``native_crop``: general OCRs do
     their own resizing, and the fitted 192x64 crop's replicated borders cost them reads), or with
     ``baseline_input="runtime"`` the very same pixels as ours. With ``formats`` (the region's plate
     formats), our reads are also scored with them applied.
     """
-    from anpr_edge.ocr_eval import runtime_crop
+    from anpr_edge.ocr import most_confident
+    from anpr_edge.ocr_eval import runtime_cuts
     from anpr_edge.train.datasets import read_image
 
     if baseline_input not in BASELINE_INPUTS:
@@ -242,7 +245,7 @@ def evaluate_crops(name: str, items: Sequence[LabeledImage], reader: PlateReader
     regional = _regional(reader, formats)
     if regional is not None:
         result.formats, result.ours_formats = formats, TextScore()
-    crops: list[tuple[str, np.ndarray, np.ndarray]] = []
+    crops: list[tuple[str, list[np.ndarray], np.ndarray]] = []
     for item in items:
         try:
             image = read_image(item.path)
@@ -250,16 +253,17 @@ def evaluate_crops(name: str, items: Sequence[LabeledImage], reader: PlateReader
             result.ours.failed += 1
             log.warning("%s: %s", name, error)
             continue
-        ours = runtime_crop(image, item, recognizer.crop_size, padding, reader.rectify)
-        theirs = ours if baseline_input == "runtime" or not baselines else native_crop(image, item, padding)
+        ours = runtime_cuts(image, item, recognizer.crop_size, padding, reader.rectify, reader.extra_cuts)
+        theirs = ours[0] if baseline_input == "runtime" or not baselines else native_crop(image, item, padding)
         crops.append((item.text, ours, theirs))
-    for truth, crop, _ in _progress(crops, f"{name}: ours", progress):
+    for truth, cuts, _ in _progress(crops, f"{name}: ours", progress):
         began = time.perf_counter()
-        (read,) = recognizer.read_images([crop])
+        cut_reads = recognizer.read_images(cuts)
+        (read,) = most_confident(cut_reads, [len(cuts)])
         ms = (time.perf_counter() - began) * 1000.0
         result.ours.add(truth, [(read.text, read.confidence)], ms)
         if regional is not None and result.ours_formats is not None:
-            (formatted,) = regional.format_reads([read])
+            (formatted,) = most_confident(regional.format_reads(cut_reads), [len(cuts)])
             result.ours_formats.add(truth, [(formatted.text, formatted.confidence)], ms)
     for baseline in baselines:
         score = result.baselines[baseline.name]

@@ -6,8 +6,10 @@ What is timed (``time.perf_counter`` around the functions the daemon calls, in t
 
 - **decode**: ``FileSource.read`` (OpenCV/FFmpeg decoding the next frame);
 - **detect**: ``PlateDetector.detect`` on the frame (letterbox, model, NMS);
-- **crop**: ``crop.crop_plate`` for each detection that still needs reading (frames with such crops);
-- **ocr**: ``PlateRecognizer.read_crops`` on those crops, one batch per frame (frames with crops);
+- **crop**: ``PlateReader.cuts`` for each detection that still needs reading: the box cut and the configured
+  ``crop.extra_cuts`` (frames with such crops);
+- **ocr**: ``PlateReader.read_cut_sets`` on those cuts, one batch per frame, each plate's most confident read
+  kept (frames with crops);
 - **track_vote**: ``PassageBuilder.reads_needed`` + ``PassageBuilder.update`` (tracking, voting, formats,
   and building the events due, crops JPEG-encoded included);
 - **publish**: the daemon's ``EventRouter`` per event, with an ``MqttPublisher`` whose store-and-forward
@@ -61,8 +63,8 @@ STAGES = ("decode", "detect", "crop", "ocr", "track_vote", "publish")
 STAGE_NAMES = {
     "decode": "decode (FileSource.read)",
     "detect": "detect (PlateDetector.detect)",
-    "crop": "crop (crop_plate, per frame with crops)",
-    "ocr": "OCR (read_crops, one batch per frame with crops)",
+    "crop": "crop (the cuts of each plate, per frame with crops)",
+    "ocr": "OCR (all cuts in one batch per frame with crops)",
     "track_vote": "track/vote (PassageBuilder)",
     "publish": "publish (EventRouter + outbox, per event)",
 }
@@ -183,6 +185,7 @@ class StageBenchReport:
     peak_rss_scope: str = "process lifetime"
     detections: int = 0
     crops_read: int = 0
+    cuts_read: int = 0
     crops_skipped: int = 0
     events: int = 0
     native_fps: float | None = None
@@ -233,6 +236,7 @@ class StageBenchReport:
                 "rss_start_mb": rounded(self.rss_start_mb, 1),
                 "detections": self.detections,
                 "crops_read": self.crops_read,
+                "cuts_read": self.cuts_read,
                 "crops_skipped_settled": self.crops_skipped,
                 "events": self.events,
             },
@@ -284,8 +288,8 @@ def format_report(report: StageBenchReport) -> str:
         f"| CPU (user + system over wall; 100% = one core) | {_cell(e2e['cpu_percent'], 0, '%')} |",
         f"| peak RSS ({e2e['peak_rss_scope']}) | {_cell(e2e['peak_rss_mb'], 0, ' MB')} |",
         f"| RSS at the start of the loop (models loaded) | {_cell(e2e['rss_start_mb'], 0, ' MB')} |",
-        f"| detections / crops read / crops skipped (vote settled) | {e2e['detections']} / {e2e['crops_read']} / "
-        f"{e2e['crops_skipped_settled']} |",
+        f"| detections / crops read (OCR inputs: cuts) / crops skipped (vote settled) | {e2e['detections']} / "
+        f"{e2e['crops_read']} ({e2e.get('cuts_read', e2e['crops_read'])}) / {e2e['crops_skipped_settled']} |",
         f"| events | {e2e['events']} |",
     ]
     if data["notes"]:
@@ -326,7 +330,6 @@ def run_stage_bench(
     each stage; then decode the same number of frames alone. ``router``: the publish stage (None: none)."""
     from tqdm import tqdm
 
-    from anpr_edge.crop import crop_plate
     from anpr_edge.passages import PassageBuilder
     from anpr_edge.service import model_versions
     from anpr_edge.source_spec import SourceSpec
@@ -348,7 +351,7 @@ def run_stage_bench(
         raise SourceError(f"bench: no frame could be decoded from {source}")
     (found,) = detector.detect([first.image])
     box = found.xyxy[0] if len(found) else (0.0, 0.0, float(first.width), float(first.height))
-    recognizer.read_crops([crop_plate(first.image, box, recognizer.crop_size, reader.padding, rectify=reader.rectify)])
+    reader.read_cut_sets([reader.cuts(first.image, box)])
     report.settings.setdefault("width", first.width)
     report.settings.setdefault("height", first.height)
     report.settings.setdefault("native_fps", rounded(report.native_fps, 3))
@@ -395,16 +398,15 @@ def run_stage_bench(
             reads: list[Any] = []
             if needed is not None and needed.any():
                 wanted = detections[needed]
-                crops = [crop_plate(frame.image, b, recognizer.crop_size, reader.padding, rectify=reader.rectify,
-                                    camera_id=CAMERA_ID,
-                                    frame_index=frame.index, detector_confidence=float(score))
-                         for b, score in zip(wanted.xyxy, wanted.confidence)]
+                cut_sets = [reader.cuts(frame.image, b, float(score), CAMERA_ID, frame.index)
+                            for b, score in zip(wanted.xyxy, wanted.confidence)]
                 t4 = clock()
-                reads = recognizer.read_crops(crops)
+                reads = reader.read_cut_sets(cut_sets)
                 t5 = clock()
                 stages["crop"].append((t4 - t3) * 1000.0)
                 stages["ocr"].append((t5 - t4) * 1000.0)
-                report.crops_read += len(crops)
+                report.crops_read += len(cut_sets)
+                report.cuts_read += sum(len(cuts) for cuts in cut_sets)
             if needed is not None:
                 report.crops_skipped += int((~needed).sum())
             t_update = clock()
