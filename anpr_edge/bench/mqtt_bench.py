@@ -669,7 +669,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     bench.add_argument("--burst", type=positive_int, default=5, metavar="N",
                        help="live events published back to back per burst (default 5)")
     bench.add_argument("--replay-rate", type=positive_float, default=250.0, metavar="PER_S",
-                       help="mqtt.replay_rate for the drain (default 250; the config default is 20)")
+                       help="mqtt.replay_rate for the drain (default 250, the config default)")
     bench.add_argument("--max-inflight", type=positive_int, metavar="N", help="mqtt.max_inflight (default: config's)")
     bench.add_argument("--crop-bytes", type=non_negative_int, default=0, metavar="N",
                        help="include an N-byte crop JPEG in each event (default 0: no image)")
