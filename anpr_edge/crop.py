@@ -118,9 +118,14 @@ def crop_plate(
     """
     crop = _axis_aligned_crop(image, box, size, padding)
     if rectify:
-        degrees, coherence = estimate_roll(crop[0])
-        if RECTIFY_MIN_DEG <= abs(degrees) <= RECTIFY_MAX_DEG and coherence >= RECTIFY_MIN_COHERENCE:
-            crop = _rectified(image, box, size, padding, degrees) or crop
+        crop = _level(image, box, size, padding, crop[0]) or crop
+    return _plate_crop(crop, box, camera_id, frame_index, detector_confidence)
+
+
+def _plate_crop(
+    crop: tuple[np.ndarray, np.ndarray], box: Sequence[float], camera_id: str, frame_index: int,
+    detector_confidence: float,
+) -> PlateCrop:
     pixels, transform = crop
     return PlateCrop(
         image=pixels,
@@ -130,6 +135,17 @@ def crop_plate(
         frame_index=frame_index,
         detector_confidence=float(detector_confidence),
     )
+
+
+def _level(
+    image: np.ndarray, box: Sequence[float], size: tuple[int, int], padding: float, plain: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The plate cut again level, when ``estimate_roll`` on its ``plain`` (axis-aligned) crop finds a tilt it
+    trusts; None for a level plate or an untrusted estimate."""
+    degrees, coherence = estimate_roll(plain)
+    if RECTIFY_MIN_DEG <= abs(degrees) <= RECTIFY_MAX_DEG and coherence >= RECTIFY_MIN_COHERENCE:
+        return _rectified(image, box, size, padding, degrees)
+    return None
 
 
 # Other cuts of the same plate that the reader may read besides the box cut (``plate_cuts``). The OCR keeps
@@ -156,17 +172,18 @@ def plate_cuts(
     ``"wide"``: the box cut with ``WIDE_EXTRA_PADDING`` more margin; ``"level"``: the plate turned level, only
     when it sits tilted in its box (``estimate_roll``; a level plate's "level" cut would be the box cut again).
     """
-    meta = {"camera_id": camera_id, "frame_index": frame_index, "detector_confidence": detector_confidence}
-    first = crop_plate(image, box, size, padding, rectify=rectify, **meta)  # type: ignore[arg-type]
-    out = [first]
+    plain = _axis_aligned_crop(image, box, size, padding)
+    level = _level(image, box, size, padding, plain[0]) if rectify or "level" in cuts else None
+    first = (level or plain) if rectify else plain
+    out = [_plate_crop(first, box, camera_id, frame_index, detector_confidence)]
     for cut in cuts:
         if cut == "wide":
-            out.append(crop_plate(image, box, size, padding + WIDE_EXTRA_PADDING, rectify=rectify, **meta))  # type: ignore[arg-type]
-        elif cut == "level" and not rectify:
-            level = crop_plate(image, box, size, padding, rectify=True, **meta)  # type: ignore[arg-type]
-            if not np.array_equal(level.transform, first.transform):
-                out.append(level)
-        elif cut not in ("wide", "level"):
+            out.append(crop_plate(image, box, size, padding + WIDE_EXTRA_PADDING, rectify=rectify, camera_id=camera_id,
+                                  frame_index=frame_index, detector_confidence=detector_confidence))
+        elif cut == "level":
+            if level is not None and not rectify:  # with rectify the box cut is already level
+                out.append(_plate_crop(level, box, camera_id, frame_index, detector_confidence))
+        else:
             raise ValueError(f"unknown crop cut {cut!r} (known: wide, level)")
     return out
 
