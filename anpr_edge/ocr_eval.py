@@ -27,7 +27,7 @@ from rapidfuzz.distance import Levenshtein
 from anpr_edge.config import FormatsConfig
 from anpr_edge.crop import CropCut, plate_cuts
 from anpr_edge.errors import AnprError
-from anpr_edge.ocr import PlateRecognizer, normalize_text
+from anpr_edge.ocr import PlateRecognizer, best_in_groups, normalize_text
 from anpr_edge.train import datasets
 from anpr_edge.train.datasets import LabeledImage, read_image
 from anpr_edge.values import PlateRead
@@ -55,12 +55,6 @@ class SetScore:
     def as_dict(self) -> dict[str, object]:
         return {"set": self.name, "count": self.count, "exact_match": round(self.exact, 4),
                 "cer": round(self.cer, 4), "ms_per_plate": round(self.ms_per_plate, 3)}
-
-
-def runtime_crop(
-    image: np.ndarray, item: LabeledImage, size: tuple[int, int], padding: float, rectify: bool = False
-) -> np.ndarray:
-    return runtime_cuts(image, item, size, padding, rectify)[0]
 
 
 def runtime_cuts(
@@ -151,13 +145,8 @@ def evaluate(name: str, items: Sequence[LabeledImage], reader: Reader, size: tup
     started = time.perf_counter()
     flat_reads = reader(flat)
     ms = (time.perf_counter() - started) * 1000.0 / max(len(items), 1)
-    reads, crops, start = [], [], 0
-    for crop_set in cut_sets:
-        group = flat_reads[start : start + len(crop_set)]
-        best = max(range(len(group)), key=lambda n: group[n][1])
-        reads.append(group[best])
-        crops.append(crop_set[best])
-        start += len(crop_set)
+    chosen = best_in_groups([confidence for _, confidence in flat_reads], [len(crop_set) for crop_set in cut_sets])
+    reads, crops = [flat_reads[i] for i in chosen], [flat[i] for i in chosen]
     return score(name, [item.text for item in items], reads, [str(item.path) for item in items], ms), crops
 
 

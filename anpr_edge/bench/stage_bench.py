@@ -289,7 +289,7 @@ def format_report(report: StageBenchReport) -> str:
         f"| peak RSS ({e2e['peak_rss_scope']}) | {_cell(e2e['peak_rss_mb'], 0, ' MB')} |",
         f"| RSS at the start of the loop (models loaded) | {_cell(e2e['rss_start_mb'], 0, ' MB')} |",
         f"| detections / crops read (OCR inputs: cuts) / crops skipped (vote settled) | {e2e['detections']} / "
-        f"{e2e['crops_read']} ({e2e.get('cuts_read', e2e['crops_read'])}) / {e2e['crops_skipped_settled']} |",
+        f"{e2e['crops_read']} ({e2e['cuts_read']}) / {e2e['crops_skipped_settled']} |",
         f"| events | {e2e['events']} |",
     ]
     if data["notes"]:
