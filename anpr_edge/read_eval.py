@@ -224,11 +224,13 @@ def _best_text(reads: Sequence[PlateRead], min_confidence: float) -> str | None:
 
 def evaluate_read(name: str, scenes: Sequence[LabeledScene], read: ReadFunction, *, progress: bool = True,
                   min_confidence: float = 0.0, formats: tuple[str, ...] = (),
-                  reformat: Reformat | None = None) -> ReadEvalReport:
+                  reformat: Reformat | None = None,
+                  on_scene: Callable[[LabeledScene], None] | None = None) -> ReadEvalReport:
     """Score ``read`` (one image -> its plate reads, best first) on ``scenes``.
 
     With ``reformat`` (a read -> the read under the region's plate formats ``formats``), end-to-end exact
-    match is also scored with the formats applied to the same reads.
+    match is also scored with the formats applied to the same reads. ``on_scene`` is told each scene just
+    before its image is read (a caller whose reading depends on the scene, such as its camera's ROI).
     """
     report = ReadEvalReport(name, formats=formats if reformat is not None else ())
     for scene in tqdm(scenes, desc=name, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True):
@@ -238,6 +240,8 @@ def evaluate_read(name: str, scenes: Sequence[LabeledScene], read: ReadFunction,
             report.failed_images += 1
             tqdm.write(f"{scene.path}: {error}", file=sys.stderr)
             continue
+        if on_scene is not None:
+            on_scene(scene)
         started = time.perf_counter()
         reads = read(image)
         report.ms.append((time.perf_counter() - started) * 1000.0)

@@ -18,12 +18,11 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
 from anpr_edge import __version__
@@ -32,6 +31,7 @@ from anpr_edge.config import AppConfig, CameraConfig
 from anpr_edge.errors import AnprError
 from anpr_edge.events import event_to_payload
 from anpr_edge.passages import PassageBuilder
+from anpr_edge.regions import Window, detect_in_windows, inside_roi, roi_window
 from anpr_edge.values import Detections, Frame, PlateEvent
 
 if TYPE_CHECKING:
@@ -241,7 +241,8 @@ class Service:
                 self._observe(frame)
             return True
         began = time.perf_counter()
-        all_detections = self.reader.detector.detect([frame.image for frame in frames])
+        all_detections = detect_in_windows(self.reader.detector, [frame.image for frame in frames],
+                                           [self._detector_window(frame) for frame in frames])
         if self.metrics is not None:
             self.metrics.observe_stage("detector", time.perf_counter() - began)
         for frame, detections in zip(frames, all_detections):
@@ -257,6 +258,12 @@ class Service:
         if self.metrics is not None:
             self.metrics.observe_stage("end_to_end", (time.perf_counter() - began) / len(frames))
         return True
+
+    def _detector_window(self, frame: Frame) -> Window:
+        """The part of the frame the detector looks at: the camera's ROI window, or the whole frame."""
+        camera = self.cameras.get(frame.camera_id)
+        roi = camera.roi if camera is not None and camera.detect_in_roi else None
+        return roi_window(roi, frame.image.shape)
 
     def _camera_filter(self, frame: Frame, detections: Detections) -> Detections:
         """Keep the detections this camera wants: above its own threshold and centred in its ROI."""
@@ -422,14 +429,6 @@ class Service:
         status = self._state if self._state != "running" else ("degraded" if degraded else "ok")
         return {"status": status, "uptime_s": round(now - self._started, 1), "cameras": cameras, "mqtt": mqtt,
                 "events": sum(self.stats.events.values())}
-
-
-def inside_roi(xyxy: np.ndarray, roi: Sequence[tuple[float, float]], shape: tuple[int, ...]) -> np.ndarray:
-    """Which boxes have their centre inside the polygon ``roi`` (fractions of a frame of ``shape``)."""
-    height, width = shape[:2]
-    polygon = np.array([[x * width, y * height] for x, y in roi], np.float32).reshape(-1, 1, 2)
-    centres = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2], axis=1)
-    return np.array([cv2.pointPolygonTest(polygon, (float(x), float(y)), False) >= 0 for x, y in centres], bool)
 
 
 def run_cameras(

@@ -80,6 +80,12 @@ class Detections:
     def sorted_by_confidence(self) -> Detections:
         return self[np.argsort(-self.confidence, kind="stable")]
 
+    def shifted(self, dx: float, dy: float) -> Detections:
+        """The same boxes moved by (dx, dy) pixels: from a window's coordinates to its frame's."""
+        if not dx and not dy:
+            return self
+        return Detections(self.xyxy + np.array([dx, dy, dx, dy], np.float32), self.confidence)
+
 
 @dataclass(frozen=True, eq=False)
 class PlateCrop:
