@@ -27,6 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from anpr_edge.regions import roi_window
 from anpr_edge.values import Detections, Frame
 
 WATCH_S = 10.0  # a camera counts as watched this long after its last frame request
@@ -62,6 +63,7 @@ class _Snapshot:
     tracks: tuple[Any, ...]
     votes: Mapping[int, Any] | None
     roi: tuple[tuple[float, float], ...] | None
+    window: tuple[int, int, int, int] | None  # what the detector looks at, when not the whole frame
     line: Any  # CountingLineConfig or None
     updated: float
     seq: int
@@ -118,9 +120,12 @@ class LiveView:
         if callable(votes):
             votes = votes() if self.watched(frame.camera_id) else None
         roi = getattr(camera, "roi", None)
+        window = roi_window(roi, frame.image.shape) if roi and getattr(camera, "detect_in_roi", False) else None
         snapshot = _Snapshot(
             frame=frame, detections=detections, ignored=ignored, tracks=tuple(tracks), votes=votes,
-            roi=tuple(tuple(p) for p in roi) if roi else None, line=getattr(camera, "counting_line", None),
+            roi=tuple(tuple(p) for p in roi) if roi else None,
+            window=window if window != (0, 0, frame.width, frame.height) else None,
+            line=getattr(camera, "counting_line", None),
             updated=self._clock(), seq=0,
         )
         with self._lock:
@@ -267,6 +272,10 @@ def render(snapshot: _Snapshot, *, max_width: int = 960) -> np.ndarray:
         cv2.polylines(canvas, [polygon], True, _ROI, thick, cv2.LINE_AA)
         top = polygon.reshape(-1, 2)[np.argmin(polygon.reshape(-1, 2)[:, 1])]
         _label(canvas, "ROI", int(top[0]), int(top[1]) + 2, _ROI, text_scale)
+    if snapshot.window is not None:  # the detector sees only this: a plate outside it is never found
+        x1, y1, x2, y2 = snapshot.window
+        cv2.rectangle(canvas, point(x1, y1), point(x2 - 1, y2 - 1), _ROI, 1, cv2.LINE_AA)
+        _label(canvas, "detector", point(x1, y1)[0] + 2, point(x1, y1)[1] + int(24 * text_scale), _ROI, text_scale * 0.8)
 
     line = snapshot.line
     if line is not None:

@@ -241,6 +241,8 @@ def test_live_view_renders_overlays_scaled_and_rate_limited() -> None:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (360, 640, 3)  # scaled to max_width, aspect kept
     assert image[20, 20].mean() < 80 < image[180, 240].mean()  # outside the ROI dimmed, inside not
+    # The detector's window (ROI bounding box + 10% of the frame: x 192-1088, y 108-612) is drawn, at half size.
+    assert image[54, 300].max() > 150 and image[40, 300].max() < 80
     assert image[180, 320][1] > 150  # the green track box's left edge (frame x=500 -> 250)... or near it
     info = view.info("gate")
     assert info["width"] == 1280 and info["index"] == 5
