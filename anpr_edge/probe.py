@@ -171,8 +171,10 @@ def advise(report: ProbeReport) -> list[str]:
                 seen = (f" (the detector sees the frame at {report.detector_input_size} px, where the plate is "
                         f"{widest.input_width_px:.0f} px)")
             advice.append(
-                f"widest plate {widest.width_px:.0f} px: too small for the detector at this size{seen}: zoom in / "
-                f"raise the detector input size (models.detector.input_size); aim for {MIN_OCR_PLATE_PX}+ px"
+                f"widest plate {widest.width_px:.0f} px: too small for the detector at this size{seen}: zoom in, "
+                "give the camera an roi around the lane (the detector then looks only there: cameras[].roi, "
+                f"detect_in_roi) or raise the detector input size (models.detector.input_size); aim for "
+                f"{MIN_OCR_PLATE_PX}+ px"
             )
         elif widest.width_px < MIN_OCR_PLATE_PX:
             advice.append(

@@ -292,7 +292,7 @@ def test_advise_no_plate() -> None:
 def test_advise_plate_too_small_for_the_detector() -> None:
     (advice,) = advise(report_with(MIN_DETECT_PLATE_PX - 8))
     assert "32 px: too small for the detector at this size" in advice
-    assert "zoom in / raise the detector input size" in advice and "at 320 px, where the plate is 8 px" in advice
+    assert "zoom in, give the camera an roi around the lane" in advice and "raise the detector input size" in advice and "at 320 px, where the plate is 8 px" in advice
 
 
 def test_advise_plate_detectable_but_too_small_to_read() -> None:
