@@ -308,6 +308,20 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoomed_out(name: str, scenes: list[Any], factor: int) -> list[Any]:
+    """``scenes`` as seen from ``factor`` times further: each photo at its own resolution in one cell of a
+    factor x factor mosaic whose other cells hold other photos of the set, plates inpainted, blurred."""
+    import hashlib
+
+    from anpr_edge import paths
+    from anpr_edge.bench.roi import MOSAIC_VERSION, make_wide_views
+
+    key = hashlib.sha1("|".join(str(s.path) for s in scenes).encode()).hexdigest()[:10]
+    folder = paths.cache_dir() / f"zoom-out-v{MOSAIC_VERSION}b-x{factor}-{key}"
+    log.info("%s: %d photos zoomed out x%d (mosaics in %s)", name, len(scenes), factor, folder)
+    return [view.scene for view in make_wide_views(scenes, factor, folder, mask_others=True)]
+
+
 def cmd_eval_read(args: argparse.Namespace) -> int:
     from anpr_edge.pipeline import PlateReader
     from anpr_edge.read_eval import (
@@ -338,6 +352,8 @@ def cmd_eval_read(args: argparse.Namespace) -> int:
     sets += [(Path(p).parent.name or Path(p).stem, read_scene_labels(p)) for p in args.labels]
     if not sets:
         raise ConfigError("eval-read: give label CSV files and/or --shared")
+    if args.zoom_out:
+        sets = [(name, _zoomed_out(name, scenes, args.zoom_out)) for name, scenes in sets]
     reader = PlateReader.from_config(config)
     shared_names = {name for name, _ in sets[: len(sets) - len(args.labels)]}
     reports = []
@@ -734,6 +750,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "(the shared sets use their region's)")
     eval_read.add_argument("--errors", metavar="DIR", help="write each false positive and missed plate, with its "
                            "surroundings and the labelled boxes drawn, to DIR/<set>/ for inspection")
+    eval_read.add_argument("--zoom-out", type=int, choices=(2, 3, 4), metavar="N",
+                           help="score the photos as seen from N times further (2-4): each at its own resolution "
+                           "in one cell of an NxN mosaic of the set's other photos (plates inpainted, blurred), so "
+                           "plates are N times smaller against the frame (mosaics cached)")
     eval_read.add_argument("--json", action="store_true", help="JSON lines per set instead of a table")
     eval_read.set_defaults(handler=cmd_eval_read)
 

@@ -142,6 +142,17 @@ def test_eval_read_command_on_known_boxes(tmp_path: Path, models: dict[str, Path
     assert record["formats"] == ["US", "BR"] and record["exact_match_with_formats"] == 0.5
     unknown = cli("eval-read", "--formats", "ATLANTIS", "--config", str(config), str(tmp_path / "labels.csv"))
     assert unknown.returncode == 2 and "ATLANTIS" in unknown.stderr
+    # Zoomed out x2: each 64 px photo in one cell of a 128 px mosaic, its box moved with it. The constant
+    # detector now boxes the mosaic's centre, so neither labelled plate is found.
+    zoomed = cli("eval-read", "--json", "--zoom-out", "2", "--config", str(config), str(tmp_path / "labels.csv"),
+                 env={"ANPR_EDGE_CACHE_DIR": str(tmp_path / "cache")})
+    assert zoomed.returncode == 0, zoomed.stderr
+    (record,) = [json.loads(line) for line in zoomed.stdout.splitlines()]
+    assert record["images"] == 2 and record["plates"] == 2 and record["recall"] == 0.0
+    (mosaics,) = (tmp_path / "cache").glob("zoom-out-*-x2-*")
+    assert sorted(cv2.imread(str(p)).shape for p in mosaics.iterdir()) == [(128, 128, 3)] * 2
+    bad = cli("eval-read", "--zoom-out", "7", "--config", str(config), str(tmp_path / "labels.csv"))
+    assert bad.returncode == 2 and "--zoom-out" in bad.stderr
 
 
 def test_report_figures_keep_enough_places_for_a_table_to_round_once() -> None:

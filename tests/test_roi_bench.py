@@ -66,3 +66,21 @@ def test_both_modes_are_scored_on_the_same_views(tmp_path: Path) -> None:
     table = format_table(results)
     assert "| 3 | whole frame, ROI filters |" in table and "| 3 | ROI window |" in table
     assert "recall photos" in table and "exact photos" in table
+
+
+def test_zoomed_out_views_blur_the_other_photos_and_keep_their_own(tmp_path: Path) -> None:
+    scenes = []
+    rng = np.random.default_rng(1)
+    for n in range(3):  # sharp noise photos, so blurring shows
+        path = tmp_path / f"noise{n}.png"
+        cv2.imwrite(str(path), rng.integers(0, 255, (60, 90, 3), dtype=np.uint8))
+        scenes.append(LabeledScene(path, ((30.0, 20.0, 60.0, 40.0),), ("X",)))
+    for view, scene in zip(make_wide_views(scenes, 2, tmp_path / "zoomed", mask_others=True), scenes):
+        mosaic = cv2.imread(str(view.scene.path)).astype(float)
+        (x1, y1), *_ = view.roi
+        col, row = round(x1 * 2), round(y1 * 2)
+        for r in range(2):
+            for c in range(2):
+                cell = mosaic[r * 60:(r + 1) * 60, c * 90:(c + 1) * 90]
+                sharpness = np.abs(np.diff(cell, axis=1)).mean()
+                assert (sharpness > 40) == ((r, c) == (row, col)), (r, c, sharpness)

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("anpr_edge.bench")
 
 MOSAIC_VERSION = 1
+OTHERS_BLUR = 0.02  # Gaussian sigma of the other photos in zoomed-out views, as a fraction of the cell width
 MODES = ("frame", "window")
 Roi = tuple[tuple[float, float], ...]
 
@@ -68,11 +69,16 @@ def _cell_roi(row: int, col: int, grid: int) -> Roi:
     return ((x1, y1), (x2, y1), (x2, y2), (x1, y2))
 
 
-def make_wide_views(scenes: Sequence[LabeledScene], grid: int, folder: Path, *, seed: int = 0) -> list[WideView]:
+def make_wide_views(scenes: Sequence[LabeledScene], grid: int, folder: Path, *, seed: int = 0,
+                    mask_others: bool = False) -> list[WideView]:
     """One mosaic per scene (written to ``folder`` unless already there): the scene at its own resolution
-    in a random cell, the next scenes of the list, resized to its size, in the others."""
+    in a random cell, the next scenes of the list, resized to its size, in the others. ``mask_others``:
+    the other photos' labelled plates are inpainted away (``det_data.mask_plates``) and the rest blurred
+    (sets leave background plates unlabelled), so the mosaic is one car's photo taken from further away
+    rather than several lanes: what is found and read there is the photo's own."""
     from anpr_edge.images import load_image
     from anpr_edge.read_eval import LabeledScene
+    from anpr_edge.train.det_data import mask_plates
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -89,8 +95,16 @@ def make_wide_views(scenes: Sequence[LabeledScene], grid: int, folder: Path, *, 
             others = [s for k in range(1, len(scenes)) if (s := scenes[(n + k) % len(scenes)]) is not scene]
             for k in range(grid * grid):
                 r, c = divmod(k, grid)
-                tile = image if k == cell else cv2.resize(load_image(others[(k - (k > cell)) % len(others)].path),
-                                                            (width, height), interpolation=cv2.INTER_AREA)
+                if k == cell:
+                    tile = image
+                else:
+                    other = others[(k - (k > cell)) % len(others)]
+                    tile = load_image(other.path)
+                    if mask_others and other.boxes:
+                        tile = mask_plates(tile, other.boxes, np.random.default_rng(seed + n))
+                    tile = cv2.resize(tile, (width, height), interpolation=cv2.INTER_AREA)
+                    if mask_others:  # and the plates nobody labelled (parked cars behind) blurred beyond reading
+                        tile = cv2.GaussianBlur(tile, (0, 0), OTHERS_BLUR * width)
                 mosaic[r * height:(r + 1) * height, c * width:(c + 1) * width] = tile
             cv2.imwrite(str(path), mosaic, [cv2.IMWRITE_JPEG_QUALITY, 95])
         height, width = (image.shape[:2] if image is not None else _cell_size(path, grid))
