@@ -149,6 +149,7 @@ def cmd_ocr(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from anpr_edge.pipeline import load_detector, load_recognizer
+    from anpr_edge.regions import roi_window
     from anpr_edge.sources import open_source
 
     config = load_config(args.file)
@@ -164,6 +165,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 if frame is None:
                     raise SourceError(f"camera '{camera.id}': no frame could be read from {camera.source}")
                 entry["probe"] = {"width": frame.width, "height": frame.height, "fps": source.native_fps}
+                if camera.roi is not None and camera.detect_in_roi:
+                    x1, y1, x2, y2 = roi_window(camera.roi, frame.image.shape)
+                    entry["probe"]["detector_window"] = [x1, y1, x2, y2]
             except SourceError as error:
                 raise ConfigError(f"{args.file}: cameras[{n}].source: {error}") from None
             finally:
@@ -191,6 +195,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         state = "" if entry["enabled"] else " (disabled)"
         probe = entry.get("probe")
         seen = f"  -> {probe['width']}x{probe['height']}" + (f" @ {probe['fps']:g} fps" if probe["fps"] else "") if probe else ""
+        if probe and "detector_window" in probe:
+            x1, y1, x2, y2 = probe["detector_window"]
+            gain = min(probe["width"] / (x2 - x1), probe["height"] / (y2 - y1))
+            seen += f", detector looks at x {x1}-{x2}, y {y1}-{y2} (its ROI window: plates {gain:.1f}x larger to it)"
         lines.append(f"    {entry['id']}: {entry['kind']} {entry['source']}{state}{seen}")
     for role, entry in summary["models"].items():
         lines.append(f"  {role} model: " + (entry["path"] if entry["status"] == "ok" else f"MISSING - {entry['message']}"))

@@ -117,6 +117,11 @@ def test_check_config_probes_sources(tmp_path: Path, models: dict[str, Path]) ->
     assert result.returncode == 0, result.stderr
     assert "door: file" in result.stdout and "160x120 @ 10 fps" in result.stdout
     assert "detector model: " + str(models["detector"]) in result.stdout
+    # A camera with an ROI: the rectangle its detector looks at (ROI box + 10% of the frame), and the gain.
+    roi = "roi: [[0.5, 0.5], [0.8, 0.5], [0.8, 0.8], [0.5, 0.8]]"
+    result = cli("check-config", str(write_config(tmp_path, models, f"  - {{id: door, source: {clip}, {roi}}}\n")))
+    assert result.returncode == 0, result.stderr
+    assert "detector looks at x 64-144, y 48-108 (its ROI window: plates 2.0x larger to it)" in result.stdout
 
 
 def test_read_and_ocr_without_models_say_so(tmp_path: Path) -> None:
