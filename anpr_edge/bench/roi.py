@@ -33,6 +33,7 @@ import numpy as np
 from anpr_edge import paths
 from anpr_edge.argtypes import non_negative_int, positive_int
 from anpr_edge.bench.accuracy import eval_config, spread
+from anpr_edge.bench.sizes import percent_cell
 from anpr_edge.bench.stage_bench import (
     backend_name,
     machine_info,
@@ -177,10 +178,6 @@ def score_modes(config: AppConfig, grid: int, sets: Sequence[tuple[str, Sequence
     return results
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
 def format_table(results: Sequence[ModeResult]) -> str:
     rows = [r.as_dict() for r in results]
     names = [n.rsplit(", grid", 1)[0] for n in rows[0]["sets"]] if rows else []
@@ -191,8 +188,8 @@ def format_table(results: Sequence[ModeResult]) -> str:
     for r in rows:
         sets = list(r["sets"].values())
         looks = "whole frame, ROI filters" if r["mode"] == "frame" else "ROI window"
-        cells = [str(r["grid"]), looks, f"{r['detector_ms_median']:.1f}", _pct(r["recall_all"]),
-                 *[_pct(s["recall"]) for s in sets], *[_pct(sets[k]["exact_match"]) for k in with_text]]
+        cells = [str(r["grid"]), looks, f"{r['detector_ms_median']:.1f}", percent_cell(r["recall_all"]),
+                 *[percent_cell(s["recall"]) for s in sets], *[percent_cell(sets[k]["exact_match"]) for k in with_text]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -104,7 +104,8 @@ def sweep_sizes(config: AppConfig, sizes: Sequence[int], sets: Sequence[tuple[st
     return results
 
 
-def _pct(value: float | None) -> str:
+def percent_cell(value: float | None) -> str:
+    """A fraction as a table cell: 0.8125 -> "81.2%", None -> "-"."""
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
@@ -117,8 +118,8 @@ def format_table(results: Sequence[SizeResult]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for r in rows:
         cells = [str(r["input_size"]), f"{r['detector_ms_median']:.1f}", f"{r['read_ms_median']:.1f}",
-                 f"{r['read_ms_p95']:.1f}", _pct(r["recall_all"]),
-                 *[_pct(r["sets"][n]["recall"]) for n in names], *[_pct(r["sets"][n]["exact_match"]) for n in with_text]]
+                 f"{r['read_ms_p95']:.1f}", percent_cell(r["recall_all"]),
+                 *[percent_cell(r["sets"][n]["recall"]) for n in names], *[percent_cell(r["sets"][n]["exact_match"]) for n in with_text]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
