@@ -319,15 +319,10 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
 def _zoomed_out(name: str, scenes: list[Any], factor: int) -> list[Any]:
     """``scenes`` as seen from ``factor`` times further: each photo at its own resolution in one cell of a
     factor x factor mosaic whose other cells hold other photos of the set, plates inpainted, blurred."""
-    import hashlib
+    from anpr_edge.bench.roi import cached_wide_views
 
-    from anpr_edge import paths
-    from anpr_edge.bench.roi import MOSAIC_VERSION, make_wide_views
-
-    key = hashlib.sha1("|".join(str(s.path) for s in scenes).encode()).hexdigest()[:10]
-    folder = paths.cache_dir() / f"zoom-out-v{MOSAIC_VERSION}b-x{factor}-{key}"
-    log.info("%s: %d photos zoomed out x%d (mosaics in %s)", name, len(scenes), factor, folder)
-    return [view.scene for view in make_wide_views(scenes, factor, folder, mask_others=True)]
+    log.info("%s: %d photos zoomed out x%d", name, len(scenes), factor)
+    return [view.scene for view in cached_wide_views(scenes, factor, mask_others=True)]
 
 
 def cmd_eval_read(args: argparse.Namespace) -> int:

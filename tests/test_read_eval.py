@@ -149,7 +149,7 @@ def test_eval_read_command_on_known_boxes(tmp_path: Path, models: dict[str, Path
     assert zoomed.returncode == 0, zoomed.stderr
     (record,) = [json.loads(line) for line in zoomed.stdout.splitlines()]
     assert record["images"] == 2 and record["plates"] == 2 and record["recall"] == 0.0
-    (mosaics,) = (tmp_path / "cache").glob("zoom-out-*-x2-*")
+    (mosaics,) = (tmp_path / "cache").glob("zoom-out-*-g2-*")
     assert sorted(cv2.imread(str(p)).shape for p in mosaics.iterdir()) == [(128, 128, 3)] * 2
     bad = cli("eval-read", "--zoom-out", "7", "--config", str(config), str(tmp_path / "labels.csv"))
     assert bad.returncode == 2 and "--zoom-out" in bad.stderr

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("anpr_edge.bench")
 
-MOSAIC_VERSION = 1
+MOSAIC_VERSION = 2  # 2: zoomed-out views blur the other photos
 OTHERS_BLUR = 0.02  # Gaussian sigma of the other photos in zoomed-out views, as a fraction of the cell width
 MODES = ("frame", "window")
 Roi = tuple[tuple[float, float], ...]
@@ -113,6 +113,14 @@ def make_wide_views(scenes: Sequence[LabeledScene], grid: int, folder: Path, *, 
         boxes = tuple((x1 + dx, y1 + dy, x2 + dx, y2 + dy) for x1, y1, x2, y2 in scene.boxes)
         views.append(WideView(LabeledScene(path, boxes, scene.texts), _cell_roi(row, col, grid)))
     return views
+
+
+def cached_wide_views(scenes: Sequence[LabeledScene], grid: int, *, mask_others: bool = False) -> list[WideView]:
+    """``make_wide_views`` into the cache, one folder per list of scenes, grid and kind of mosaic."""
+    key = hashlib.sha1("|".join(str(s.path) for s in scenes).encode()).hexdigest()[:10]
+    kind = "zoom-out" if mask_others else "roi-mosaics"
+    folder = paths.cache_dir() / f"{kind}-v{MOSAIC_VERSION}-g{grid}-{key}"
+    return make_wide_views(scenes, grid, folder, mask_others=mask_others)
 
 
 def _cell_size(path: Path, grid: int) -> tuple[int, int]:
@@ -220,11 +228,7 @@ def cmd_bench_roi(args: argparse.Namespace) -> int:
     scene_sets = [(name, spread(scenes, args.limit)) for name, scenes in shared_scene_sets()]
     results = []
     for grid in args.grids:
-        sets = []
-        for name, scenes in scene_sets:
-            key = hashlib.sha1("|".join(str(s.path) for s in scenes).encode()).hexdigest()[:10]
-            folder = paths.cache_dir() / f"roi-mosaics-v{MOSAIC_VERSION}-g{grid}-{key}"
-            sets.append((name, make_wide_views(scenes, grid, folder)))
+        sets = [(name, cached_wide_views(scenes, grid)) for name, scenes in scene_sets]
         results += score_modes(config, grid, sets, progress=not args.no_progress)
     date, machine = now_utc(), machine_info()
     if args.json != "-":
