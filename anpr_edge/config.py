@@ -256,6 +256,12 @@ class CameraConfig(Section):
         "10% of the frame, so plates in it get more of the detector's input pixels at the same cost "
         "(small, distant plates are found sooner). false: the whole frame, the ROI only filters.",
     )
+    detect_tiles: int = Field(
+        1, ge=1, le=3, description="1: the detector sees the frame (or its ROI window) once. 2 or 3: also as that "
+        "many x that many overlapping tiles, each at the detector's full input size, so plates small against a "
+        "wide view get up to 2-3 times the pixels, for 5 or 10 times the detector work per frame. For wide views "
+        "where plates can be anywhere; with a lane, an roi is cheaper.",
+    )
     confidence: Probability | None = Field(
         None, description="Detector score threshold for this camera (overrides models.detector.confidence)."
     )

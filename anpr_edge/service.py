@@ -242,7 +242,8 @@ class Service:
             return True
         began = time.perf_counter()
         all_detections = detect_in_windows(self.reader.detector, [frame.image for frame in frames],
-                                           [self._detector_window(frame) for frame in frames])
+                                      [self._detector_window(frame) for frame in frames],
+                                      [self._detector_tiles(frame) for frame in frames])
         if self.metrics is not None:
             self.metrics.observe_stage("detector", time.perf_counter() - began)
         for frame, detections in zip(frames, all_detections):
@@ -264,6 +265,10 @@ class Service:
         camera = self.cameras.get(frame.camera_id)
         roi = camera.roi if camera is not None and camera.detect_in_roi else None
         return roi_window(roi, frame.image.shape)
+
+    def _detector_tiles(self, frame: Frame) -> int:
+        camera = self.cameras.get(frame.camera_id)
+        return camera.detect_tiles if camera is not None else 1
 
     def _camera_filter(self, frame: Frame, detections: Detections) -> Detections:
         """Keep the detections this camera wants: above its own threshold and centred in its ROI."""

@@ -17,9 +17,10 @@ from anpr_edge.demo_clip import render_plate
 from anpr_edge.detector import PlateDetector
 from anpr_edge.errors import ConfigError
 from anpr_edge.pipeline import PlateReader
-from anpr_edge.regions import detect_in_windows, inside_roi, roi_window
+from anpr_edge import regions
+from anpr_edge.regions import detect_in_windows, inside_roi, roi_window, tile_windows
 from anpr_edge.service import run_cameras
-from anpr_edge.values import PlateEvent
+from anpr_edge.values import Detections, PlateEvent
 
 
 def config_with(camera: str, extra: str = ""):  # noqa: ANN201
@@ -47,6 +48,7 @@ def test_overrides_apply_to_their_camera_only() -> None:
         ("roi: [[0, 0], [0.5, 0.5], [1, 1]]", "encloses no area"),
         ("roi: [[0, 0], [1.5, 0], [1, 1]]", "roi"),
         ("confidence: 2", "confidence"),
+        ("detect_tiles: 4", "detect_tiles"),
     ],
 )
 def test_bad_overrides_are_named(camera: str, expected: str) -> None:
@@ -121,3 +123,47 @@ def test_the_daemon_finds_small_plates_in_the_roi_window(tmp_path: Path, detect_
         assert abs(x1 - 1400) < 6 and abs(y1 - 800) < 6 and abs(x2 - 1481) < 6 and abs(y2 - 818) < 6
     else:
         assert events == []
+
+
+def test_tiles_overlap_and_cover_the_window() -> None:
+    assert tile_windows((0, 0, 100, 50), 1) == [(0, 0, 100, 50)]
+    tiles = tile_windows((10, 20, 185, 90), 2)  # 175 x 70: tiles of 100 x 40 overlapping by 25
+    assert tiles == [(10, 20, 110, 60), (85, 20, 185, 60), (10, 50, 110, 90), (85, 50, 185, 90)]
+    three = tile_windows((0, 0, 1920, 1080), 3)
+    assert len(three) == 9 and three[0][:2] == (0, 0) and three[-1][2:] == (1920, 1080)
+    for left, right in zip(three, three[1:3]):  # neighbours in a row overlap
+        assert right[0] < left[2]
+
+
+def test_tiled_detections_drop_plates_cut_by_a_tile_and_merge_the_rest(tmp_path: Path) -> None:
+    # The constant model finds a 20 x 10 box at the centre of every view it is shown (64 px input).
+    backend = create_backend("onnxruntime", constant_detector(tmp_path / "d.onnx", np.array([[32, 32, 20, 10, 0.9]],
+                                                                                             np.float32), size=None))
+    detector = PlateDetector(backend, input_size=64)
+    image = np.zeros((64, 64, 3), np.uint8)
+    (whole,) = detect_in_windows(detector, [image], [(0, 0, 64, 64)], [1])
+    np.testing.assert_allclose(whole.xyxy, [[22, 27, 42, 37]])
+    # 2 x 2 tiles of 37 px (overlap 9): each tile's centre box (scaled by 37/64) is whole and inside its tile,
+    # and none overlaps another: the frame's box and the four tiles' boxes, five in all.
+    (tiled,) = detect_in_windows(detector, [image], [(0, 0, 64, 64)], [2])
+    assert len(tiled) == 5
+    # A plate on a tile's inner edge is cut: dropped; on the window's own edge it is kept.
+    cut = regions._cut_by_tile(np.array([[30, 5, 37, 10], [0, 5, 8, 10], [10, 5, 20, 10]], np.float32),
+                               (0, 0, 37, 37), (0, 0, 64, 64))
+    assert cut.tolist() == [True, False, False]
+    # Overlapping finds of one plate are merged, the most confident kept.
+    merged = regions.merge_detections([Detections(np.array([[0, 0, 10, 5]]), np.array([0.6])),
+                                       Detections(np.array([[1, 0, 10, 5], [50, 50, 60, 55]]), np.array([0.9, 0.5]))],
+                                      0.5, 20)
+    np.testing.assert_allclose(merged.xyxy, [[1, 0, 10, 5], [50, 50, 60, 55]])
+
+
+def test_the_daemon_finds_small_plates_in_tiles_without_an_roi(tmp_path: Path) -> None:
+    """The 81 px plate of a 1080p frame: 2 x 2 tiles give it 24 px of the detector's 320."""
+    clip = _small_plate_clip(tmp_path / "wide.avi")
+    config = parse_config({"cameras": [{"id": "wide", "source": str(clip), "detect_tiles": 2}],
+                           "inference": {"threads": 1}})
+    events: list[PlateEvent] = []
+    run_cameras(config, PlateReader.from_config(config, fallback=False), lambda event: events.append(event) or event,
+                stop=threading.Event())
+    assert [event.text for event in events] == ["AB123CD"]

@@ -52,9 +52,11 @@ def test_both_modes_are_scored_on_the_same_views(tmp_path: Path) -> None:
                            "models": {"detector": {"path": str(models["detector"])},
                                       "ocr": {"path": str(models["ocr"])}}})
     views = make_wide_views(_scenes(tmp_path), 3, tmp_path / "mosaics")
-    results = score_modes(config, 3, [("photos", views)], progress=False)
-    assert [r.mode for r in results] == ["frame", "window"]
-    frame, window = (r.as_dict() for r in results)
+    results = score_modes(config, 3, [("photos", views)], progress=False, tiles=2)
+    assert [r.mode for r in results] == ["frame", "window", "tiles"]
+    # Tiles: the frame's centre box plus each tile's own, the tiles' boxes away from every cell's centre.
+    assert results[2].as_dict()["tiles"] == 2 and results[2].reports[0].images == 3
+    frame, window, _ = (r.as_dict() for r in results)
     for row in (frame, window):
         assert row["grid"] == 3 and row["sets"]["photos, grid 3"]["images"] == 3
         assert len(results[0].detector_ms) == 3
@@ -65,6 +67,7 @@ def test_both_modes_are_scored_on_the_same_views(tmp_path: Path) -> None:
     assert results[1].reports[0].predictions == 3
     table = format_table(results)
     assert "| 3 | whole frame, ROI filters |" in table and "| 3 | ROI window |" in table
+    assert "| 3 | whole frame + 2x2 tiles, ROI filters |" in table
     assert "recall photos" in table and "exact photos" in table
 
 

@@ -42,7 +42,7 @@ from anpr_edge.bench.stage_bench import (
     rounded,
     write_json,
 )
-from anpr_edge.regions import inside_roi, roi_window
+from anpr_edge.regions import detect_in_windows, inside_roi, roi_window
 
 if TYPE_CHECKING:
     from anpr_edge.config import AppConfig
@@ -134,6 +134,7 @@ def _cell_size(path: Path, grid: int) -> tuple[int, int]:
 class ModeResult:
     grid: int
     mode: str
+    tiles: int = 1
     detector_ms: list[float] = field(default_factory=list)
     reports: list[ReadEvalReport] = field(default_factory=list)
 
@@ -144,21 +145,21 @@ class ModeResult:
             sets[report.name] = {key: d[key] for key in ("images", "plates", "recall", "precision", "exact_match",
                                                           "text_images", "recall_by_width")}
         plates = sum(r.plates for r in self.reports)
-        return {"grid": self.grid, "mode": self.mode, "detector_ms_median": rounded(median(self.detector_ms), 2),
+        return {"grid": self.grid, "mode": self.mode, "tiles": self.tiles, "detector_ms_median": rounded(median(self.detector_ms), 2),
                 "recall_all": rounded(sum(r.found for r in self.reports) / plates, 6) if plates else None,
                 "sets": sets}
 
 
 def score_modes(config: AppConfig, grid: int, sets: Sequence[tuple[str, Sequence[WideView]]], *,
-                progress: bool = True) -> list[ModeResult]:
-    """Both modes on the same wide views of every set."""
+                progress: bool = True, tiles: int = 1) -> list[ModeResult]:
+    """Both modes (and with ``tiles`` > 1 the whole frame in tiles) on the same wide views of every set."""
     from anpr_edge.pipeline import PlateReader
     from anpr_edge.read_eval import evaluate_read
 
     reader = PlateReader.from_config(config, fallback=False)
     results = []
-    for mode in MODES:
-        result = ModeResult(grid, mode)
+    for mode in MODES + (("tiles",) if tiles > 1 else ()):
+        result = ModeResult(grid, mode, tiles if mode == "tiles" else 1)
         for name, views in sets:
             rois = {view.scene.path: view.roi for view in views}
             current: list[Roi] = []
@@ -167,11 +168,10 @@ def score_modes(config: AppConfig, grid: int, sets: Sequence[tuple[str, Sequence
                      current: list[Roi] = current) -> list[PlateRead]:
                 roi = current[-1]
                 height, width = image.shape[:2]
-                x1, y1, x2, y2 = roi_window(roi, image.shape) if mode == "window" else (0, 0, width, height)
+                window = roi_window(roi, image.shape) if mode == "window" else (0, 0, width, height)
                 began = time.perf_counter()
-                (found,) = reader.detector.detect([image[y1:y2, x1:x2]])
+                (found,) = detect_in_windows(reader.detector, [image], [window], [tiles if mode == "tiles" else 1])
                 result.detector_ms.append((time.perf_counter() - began) * 1000.0)
-                found = found.shifted(x1, y1)
                 if len(found):  # the daemon's camera filter: only plates centred in the ROI count
                     found = found[inside_roi(found.xyxy, roi, image.shape)]
                 return sorted(reader.read_detections(image, found), key=lambda r: -r.confidence)
@@ -195,7 +195,8 @@ def format_table(results: Sequence[ModeResult]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|---:|---|" + "---:|" * (len(head) - 2)]
     for r in rows:
         sets = list(r["sets"].values())
-        looks = "whole frame, ROI filters" if r["mode"] == "frame" else "ROI window"
+        looks = {"frame": "whole frame, ROI filters", "window": "ROI window"}.get(
+            r["mode"], f"whole frame + {r['tiles']}x{r['tiles']} tiles, ROI filters")
         cells = [str(r["grid"]), looks, f"{r['detector_ms_median']:.1f}", percent_cell(r["recall_all"]),
                  *[percent_cell(s["recall"]) for s in sets], *[percent_cell(sets[k]["exact_match"]) for k in with_text]]
         lines.append("| " + " | ".join(cells) + " |")
@@ -229,7 +230,7 @@ def cmd_bench_roi(args: argparse.Namespace) -> int:
     results = []
     for grid in args.grids:
         sets = [(name, cached_wide_views(scenes, grid)) for name, scenes in scene_sets]
-        results += score_modes(config, grid, sets, progress=not args.no_progress)
+        results += score_modes(config, grid, sets, progress=not args.no_progress, tiles=args.tiles)
     date, machine = now_utc(), machine_info()
     if args.json != "-":
         m = machine
@@ -258,6 +259,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "table on stdout.",
     )
     parser.add_argument("--grids", type=_grids, default=[2, 3], metavar="N,N", help="mosaic sizes (default 2,3)")
+    parser.add_argument("--tiles", type=int, choices=(2, 3), default=1, metavar="N",
+                        help="also the whole frame plus NxN overlapping tiles of it (cameras[].detect_tiles)")
     parser.add_argument("--limit", type=positive_int, metavar="N", help="at most N photos per set, spread evenly")
     parser.add_argument("--threads", type=non_negative_int, default=1, metavar="N", help="threads per model (default 1)")
     parser.add_argument("--config", metavar="FILE", help="YAML config (models, detector size and threshold)")
