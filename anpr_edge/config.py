@@ -745,6 +745,11 @@ class AppConfig(Section):
                    [c.confidence for c in self.enabled_cameras if c.confidence is not None])
 
     @property
+    def detector_batch(self) -> int:
+        """Images the detector gets per round: one per enabled camera, plus its tiles where it has them."""
+        return max(sum(1 + (c.detect_tiles ** 2 if c.detect_tiles > 1 else 0) for c in self.enabled_cameras), 1)
+
+    @property
     def enabled_cameras(self) -> list[CameraConfig]:
         return [camera for camera in self.cameras if camera.enabled]
 

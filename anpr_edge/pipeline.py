@@ -40,9 +40,9 @@ def _model_path(configured: Path | None, bundled_name: str, role: str, key: str)
 def load_detector(config: AppConfig) -> PlateDetector:
     settings = config.models.detector
     path = _model_path(settings.path, paths.DETECTOR_MODEL, "plate detector", "models.detector.path")
-    # The detector batches frames across cameras: its GPU plan is built for as many as are enabled.
+    # The detector batches frames (and their tiles) across cameras: its GPU plan is built for all of them.
     backend = create_backend(config.inference.backend, path, threads=config.inference.threads,
-                             max_batch=max(len(config.enabled_cameras), 1), input_size=settings.input_size,
+                             max_batch=config.detector_batch, input_size=settings.input_size,
                              cache_dir=config.inference.engine_cache_dir)
     return PlateDetector(
         backend,

@@ -17,7 +17,8 @@ sets ``/var/cache/anpr-edge``). INT8 calibration caches go to its ``calibration/
 **Profiles.** One optimisation profile per engine, batch ``1..max_batch`` (opt = max), the rest of the
 input shape fixed: the OCR's crop size comes from the model; the detector's square input from
 ``models.detector.input_size``, else the model's ``imgsz`` metadata. The detector's max batch defaults to
-the number of enabled cameras (frames are batched across cameras), the OCR's to 64 (all crops of a step).
+the number of enabled cameras plus their tiles (``AppConfig.detector_batch``: frames are batched across
+cameras), the OCR's to 64 (all crops of a step).
 
 **INT8.** Implicit quantisation with ``IInt8EntropyCalibrator2`` (deprecated since TensorRT 10.1, still
 working in 10.x; where a TensorRT has no such class, INT8 building says so and FP16 stays available).
@@ -639,7 +640,7 @@ def build_engines(
         log.info("INT8 calibration on %d frames from %s", summary["images"], ", ".join(summary["folders"]))
     models = {
         "detector": (_model_path(config.models.detector.path, paths.DETECTOR_MODEL, "plate detector", "models.detector.path"),
-                     detector_batch or max(len(config.enabled_cameras), 1), config.models.detector.input_size),
+                     detector_batch or config.detector_batch, config.models.detector.input_size),
         "ocr": (_model_path(config.models.ocr.path, paths.OCR_MODEL, "plate OCR", "models.ocr.path"), ocr_batch, None),
     }
     records = []

@@ -38,6 +38,9 @@ def test_overrides_apply_to_their_camera_only() -> None:
     assert gate.events.min_confidence == 0.6 and lot.events.min_confidence == 0.1
     assert gate.formats.regions == ["FR", "EU"] and lot.formats.regions == ["US"]
     assert config.detector_floor == 0.2  # the shared detector runs at the lowest threshold asked for
+    assert config.detector_batch == 2  # one frame per camera
+    tiled = config_with("detect_tiles: 2", "")
+    assert tiled.detector_batch == 6  # gate: its frame and 4 tiles; lot: its frame
 
 
 @pytest.mark.parametrize(
