@@ -241,9 +241,9 @@ class Service:
                 self._observe(frame)
             return True
         began = time.perf_counter()
+        views = [self._detector_view(frame) for frame in frames]
         all_detections = detect_in_windows(self.reader.detector, [frame.image for frame in frames],
-                                      [self._detector_window(frame) for frame in frames],
-                                      [self._detector_tiles(frame) for frame in frames])
+                                           [window for window, _ in views], [tiles for _, tiles in views])
         if self.metrics is not None:
             self.metrics.observe_stage("detector", time.perf_counter() - began)
         for frame, detections in zip(frames, all_detections):
@@ -260,15 +260,13 @@ class Service:
             self.metrics.observe_stage("end_to_end", (time.perf_counter() - began) / len(frames))
         return True
 
-    def _detector_window(self, frame: Frame) -> Window:
-        """The part of the frame the detector looks at: the camera's ROI window, or the whole frame."""
+    def _detector_view(self, frame: Frame) -> tuple[Window, int]:
+        """What the detector looks at in this frame: the camera's ROI window (or the whole frame) and how many
+        tiles a side it is also cut into (1: none)."""
         camera = self.cameras.get(frame.camera_id)
-        roi = camera.roi if camera is not None and camera.detect_in_roi else None
-        return roi_window(roi, frame.image.shape)
-
-    def _detector_tiles(self, frame: Frame) -> int:
-        camera = self.cameras.get(frame.camera_id)
-        return camera.detect_tiles if camera is not None else 1
+        if camera is None:
+            return roi_window(None, frame.image.shape), 1
+        return roi_window(camera.roi if camera.detect_in_roi else None, frame.image.shape), camera.detect_tiles
 
     def _camera_filter(self, frame: Frame, detections: Detections) -> Detections:
         """Keep the detections this camera wants: above its own threshold and centred in its ROI."""
