@@ -149,7 +149,7 @@ def cmd_ocr(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from anpr_edge.pipeline import load_detector, load_recognizer
-    from anpr_edge.regions import roi_window
+    from anpr_edge.regions import roi_window, tile_windows
     from anpr_edge.sources import open_source
 
     config = load_config(args.file)
@@ -165,9 +165,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 if frame is None:
                     raise SourceError(f"camera '{camera.id}': no frame could be read from {camera.source}")
                 entry["probe"] = {"width": frame.width, "height": frame.height, "fps": source.native_fps}
-                if camera.roi is not None and camera.detect_in_roi:
-                    x1, y1, x2, y2 = roi_window(camera.roi, frame.image.shape)
-                    entry["probe"]["detector_window"] = [x1, y1, x2, y2]
+                window = roi_window(camera.roi if camera.detect_in_roi else None, frame.image.shape)
+                if window != (0, 0, frame.width, frame.height):
+                    entry["probe"]["detector_window"] = list(window)
+                if camera.detect_tiles > 1:
+                    entry["probe"]["detector_tiles"] = [list(t) for t in tile_windows(window, camera.detect_tiles)]
             except SourceError as error:
                 raise ConfigError(f"{args.file}: cameras[{n}].source: {error}") from None
             finally:
@@ -199,6 +201,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             x1, y1, x2, y2 = probe["detector_window"]
             gain = min(probe["width"] / (x2 - x1), probe["height"] / (y2 - y1))
             seen += f", detector looks at x {x1}-{x2}, y {y1}-{y2} (its ROI window: plates {gain:.1f}x larger to it)"
+        if probe and "detector_tiles" in probe:
+            tiles = probe["detector_tiles"]
+            side = round(len(tiles) ** 0.5)
+            tx1, ty1, tx2, ty2 = tiles[0]
+            gain = min(probe["width"] / (tx2 - tx1), probe["height"] / (ty2 - ty1))
+            seen += (f", and {side}x{side} tiles of about {tx2 - tx1}x{ty2 - ty1} "
+                     f"(plates up to {gain:.1f}x larger to it; {len(tiles) + 1} detector inputs per frame)")
         lines.append(f"    {entry['id']}: {entry['kind']} {entry['source']}{state}{seen}")
     for role, entry in summary["models"].items():
         lines.append(f"  {role} model: " + (entry["path"] if entry["status"] == "ok" else f"MISSING - {entry['message']}"))

@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from anpr_edge.regions import roi_window
+from anpr_edge.regions import roi_window, tile_windows
 from anpr_edge.values import Detections, Frame
 
 WATCH_S = 10.0  # a camera counts as watched this long after its last frame request
@@ -38,6 +38,7 @@ _AMBER = (0, 190, 255)
 _GREY = (170, 170, 170)
 _CYAN = (230, 200, 0)
 _ROI = (0, 230, 255)
+_TILE = (200, 140, 60)  # the detector's tiles: a quieter blue than the ROI
 _LINE = (230, 60, 230)
 _BLACK = (0, 0, 0)
 _WHITE = (255, 255, 255)
@@ -64,6 +65,7 @@ class _Snapshot:
     votes: Mapping[int, Any] | None
     roi: tuple[tuple[float, float], ...] | None
     window: tuple[int, int, int, int] | None  # what the detector looks at, when not the whole frame
+    tiles: tuple[tuple[int, int, int, int], ...]  # the tiles it also looks at (detect_tiles > 1), else ()
     line: Any  # CountingLineConfig or None
     updated: float
     seq: int
@@ -121,10 +123,13 @@ class LiveView:
             votes = votes() if self.watched(frame.camera_id) else None
         roi = getattr(camera, "roi", None)
         window = roi_window(roi, frame.image.shape) if roi and getattr(camera, "detect_in_roi", False) else None
+        tile_count = int(getattr(camera, "detect_tiles", 1) or 1)
+        tiles = tile_windows(window or (0, 0, frame.width, frame.height), tile_count) if tile_count > 1 else []
         snapshot = _Snapshot(
             frame=frame, detections=detections, ignored=ignored, tracks=tuple(tracks), votes=votes,
             roi=tuple(tuple(p) for p in roi) if roi else None,
             window=window if window != (0, 0, frame.width, frame.height) else None,
+            tiles=tuple(tiles),
             line=getattr(camera, "counting_line", None),
             updated=self._clock(), seq=0,
         )
@@ -276,6 +281,11 @@ def render(snapshot: _Snapshot, *, max_width: int = 960) -> np.ndarray:
         x1, y1, x2, y2 = snapshot.window
         cv2.rectangle(canvas, point(x1, y1), point(x2 - 1, y2 - 1), _ROI, 1, cv2.LINE_AA)
         _label(canvas, "detector", point(x1, y1)[0] + 2, point(x1, y1)[1] + int(24 * text_scale), _ROI, text_scale * 0.8)
+    for n, (x1, y1, x2, y2) in enumerate(snapshot.tiles):  # detect_tiles: what each tile of the batch covers
+        cv2.rectangle(canvas, point(x1, y1), point(x2 - 1, y2 - 1), _TILE, 1, cv2.LINE_4)
+        if n == 0:
+            side = int(round(len(snapshot.tiles) ** 0.5))
+            _label(canvas, f"tiles {side}x{side}", point(x1, y1)[0] + 2, point(x1, y2 - 1)[1] - 4, _TILE, text_scale * 0.8)
 
     line = snapshot.line
     if line is not None:

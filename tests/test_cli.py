@@ -122,6 +122,15 @@ def test_check_config_probes_sources(tmp_path: Path, models: dict[str, Path]) ->
     result = cli("check-config", str(write_config(tmp_path, models, f"  - {{id: door, source: {clip}, {roi}}}\n")))
     assert result.returncode == 0, result.stderr
     assert "detector looks at x 64-144, y 48-108 (its ROI window: plates 2.0x larger to it)" in result.stdout
+    # Tiles over the whole frame: 2x2 of 160x120 with a quarter overlap are 91x69 each, 5 inputs a frame.
+    tiled = write_config(tmp_path, models, f"  - {{id: door, source: {clip}, detect_tiles: 2}}\n")
+    result = cli("check-config", str(tiled), "--json")
+    assert result.returncode == 0, result.stderr
+    probe = json.loads(result.stdout)["cameras"][0]["probe"]
+    assert "detector_window" not in probe and probe["detector_tiles"][0] == [0, 0, 91, 69]
+    assert probe["detector_tiles"][-1] == [69, 51, 160, 120]
+    result = cli("check-config", str(tiled))
+    assert "2x2 tiles of about 91x69 (plates up to 1.7x larger to it; 5 detector inputs per frame)" in result.stdout
 
 
 def test_read_and_ocr_without_models_say_so(tmp_path: Path) -> None:

@@ -625,3 +625,22 @@ def _up(base: str) -> bool:
         return request(base + "/healthz")[0] in (200, 503)
     except OSError:
         return False
+
+
+def test_live_view_draws_the_detector_tiles() -> None:
+    view = LiveView(max_fps=100.0, max_width=640)
+    view.jpeg("gate")  # watch it
+    tiled = CameraConfig.model_validate({"id": "gate", "source": "demo", "detect_tiles": 2})
+    view.update(Frame("gate", 1, 1_700_000_000.0, scene()), camera=tiled)
+    image = cv2.imdecode(np.frombuffer(view.jpeg("gate"), np.uint8), cv2.IMREAD_COLOR)
+    # 2x2 tiles of 1280x720 with a quarter overlap: the first is x 0-731, y 0-411; its right edge at half size
+    # is x 365, drawn blue (B high, R low) over the grey scene
+    column = image[150:200, 363:368].reshape(-1, 3).astype(int)
+    assert (column[:, 0] - column[:, 2]).max() > 80
+    plain = LiveView(max_fps=100.0, max_width=640)
+    plain.jpeg("gate")
+    plain.update(Frame("gate", 1, 1_700_000_000.0, scene()),
+                 camera=CameraConfig.model_validate({"id": "gate", "source": "demo"}))
+    image = cv2.imdecode(np.frombuffer(plain.jpeg("gate"), np.uint8), cv2.IMREAD_COLOR)
+    column = image[150:200, 363:368].reshape(-1, 3).astype(int)
+    assert (column[:, 0] - column[:, 2]).max() < 20
