@@ -165,7 +165,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 if frame is None:
                     raise SourceError(f"camera '{camera.id}': no frame could be read from {camera.source}")
                 entry["probe"] = {"width": frame.width, "height": frame.height, "fps": source.native_fps}
-                window = roi_window(camera.roi if camera.detect_in_roi else None, frame.image.shape)
+                window = roi_window(camera.roi if camera.detect_in_roi else None, frame.image.shape,
+                                    camera.detect_margin)
                 if window != (0, 0, frame.width, frame.height):
                     entry["probe"]["detector_window"] = list(window)
                 if camera.detect_tiles > 1:

@@ -252,9 +252,15 @@ class CameraConfig(Section):
         "box centre lies outside are ignored (parked cars, the other lane). None: the whole frame.",
     )
     detect_in_roi: bool = Field(
-        True, description="With an roi: the detector looks only at the ROI's bounding rectangle plus a margin of "
-        "10% of the frame, so plates in it get more of the detector's input pixels at the same cost "
+        True, description="With an roi: the detector looks only at the ROI's bounding rectangle plus "
+        "detect_margin of the frame, so plates in it get more of the detector's input pixels at the same cost "
         "(small, distant plates are found sooner). false: the whole frame, the ROI only filters.",
+    )
+    detect_margin: float = Field(
+        0.1, ge=0.0, le=0.5, description="How far the detector's ROI window reaches beyond the ROI's bounding "
+        "rectangle on each side, as a fraction of the frame's width and height, so a plate that straddles the "
+        "ROI's edge is still found whole. Smaller: plates larger to the detector, for an ROI drawn with room to "
+        "spare; larger: for an ROI drawn tight. Only with an roi and detect_in_roi.",
     )
     detect_tiles: int = Field(
         1, ge=1, le=3, description="1: the detector sees the frame (or its ROI window) once. 2 or 3: also as that "

@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from anpr_edge.regions import roi_window, tile_windows
+from anpr_edge.regions import ROI_WINDOW_MARGIN, roi_window, tile_windows
 from anpr_edge.values import Detections, Frame
 
 WATCH_S = 10.0  # a camera counts as watched this long after its last frame request
@@ -122,7 +122,8 @@ class LiveView:
         if callable(votes):
             votes = votes() if self.watched(frame.camera_id) else None
         roi = getattr(camera, "roi", None)
-        window = roi_window(roi, frame.image.shape) if roi and getattr(camera, "detect_in_roi", False) else None
+        margin = getattr(camera, "detect_margin", ROI_WINDOW_MARGIN)
+        window = roi_window(roi, frame.image.shape, margin) if roi and getattr(camera, "detect_in_roi", False) else None
         tile_count = int(getattr(camera, "detect_tiles", 1) or 1)
         tiles = tile_windows(window or (0, 0, frame.width, frame.height), tile_count) if tile_count > 1 else []
         snapshot = _Snapshot(

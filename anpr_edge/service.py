@@ -266,7 +266,8 @@ class Service:
         camera = self.cameras.get(frame.camera_id)
         if camera is None:
             return roi_window(None, frame.image.shape), 1
-        return roi_window(camera.roi if camera.detect_in_roi else None, frame.image.shape), camera.detect_tiles
+        window = roi_window(camera.roi if camera.detect_in_roi else None, frame.image.shape, camera.detect_margin)
+        return window, camera.detect_tiles
 
     def _camera_filter(self, frame: Frame, detections: Detections) -> Detections:
         """Keep the detections this camera wants: above its own threshold and centred in its ROI."""

@@ -52,6 +52,7 @@ def test_overrides_apply_to_their_camera_only() -> None:
         ("roi: [[0, 0], [1.5, 0], [1, 1]]", "roi"),
         ("confidence: 2", "confidence"),
         ("detect_tiles: 4", "detect_tiles"),
+        ("detect_margin: 0.6", "detect_margin"),
     ],
 )
 def test_bad_overrides_are_named(camera: str, expected: str) -> None:
@@ -77,6 +78,22 @@ def test_roi_window_is_the_roi_bounding_rectangle_with_a_margin() -> None:
     assert roi_window(corner, shape) == (0, 0, 800, 400)  # clipped to the frame
     # A window over nearly all of the frame gains nothing: the frame as it is.
     assert roi_window([(0.05, 0.05), (0.95, 0.05), (0.95, 0.95)], shape) == (0, 0, 2000, 1000)
+
+
+def test_the_service_uses_each_cameras_margin_and_tiles() -> None:
+    from anpr_edge.service import EventRouter, Service
+    from anpr_edge.values import Frame
+
+    quadrant = "roi: [[0.6, 0.6], [0.8, 0.6], [0.8, 0.8], [0.6, 0.8]]"
+    config = config_with(f"{quadrant}, detect_margin: 0.0, detect_tiles: 2")
+    service = Service(config, None, EventRouter("dev", None, []))
+    service.cameras = {camera.id: camera for camera in config.cameras}
+    image = np.zeros((1000, 2000, 3), np.uint8)
+    assert service._detector_view(Frame("gate", 0, 0.0, image)) == ((1200, 600, 1600, 800), 2)
+    assert service._detector_view(Frame("lot", 0, 0.0, image)) == ((0, 0, 2000, 1000), 1)
+    default = config_with(quadrant)
+    service.cameras = {camera.id: camera for camera in default.cameras}
+    assert service._detector_view(Frame("gate", 0, 0.0, image)) == ((1000, 500, 1800, 900), 1)
 
 
 def test_detections_in_a_window_come_back_in_frame_pixels(tmp_path: Path) -> None:
