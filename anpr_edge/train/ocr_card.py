@@ -132,14 +132,14 @@ that command on the exported ONNX model through the runtime path (`PlateRecogniz
   and generic layouts, one- and two-line, with perspective, blur, noise, JPEG, low light, IR, dirt and
   occlusion; text faces plus sign and plate lettering: Highway Gothic, DIN 1451, Bebas Neue), cut with the
   runtime's `crop_plate` from jittered boxes; {config.data.synthetic_fraction:.0%} of every batch.
-- `cn-plate-crops` is left out of training and scoring: its first character is a Chinese province, outside
+{_splicing(config, result)}- `cn-plate-crops` is left out of training and scoring: its first character is a Chinese province, outside
   the charset.
 - Held-out test: {', '.join(config.data.test_sets)} (real French scenes, cut at the labelled box with padding
   {config.data.padding}); never trained on, not used for model selection.
 
 ## Recipe
 AdamW (lr {config.lr}{_encoder_rate(config)}, weight decay {config.weight_decay}), warm-up then cosine over a {config.minutes:g}-minute
-time budget, batch {config.batch_size}, label smoothing {config.label_smoothing}, train-time augmentation
+time budget, batch {config.batch_size}, label smoothing {config.label_smoothing}{_token_noise(config)}, train-time augmentation
 (affine, colour, IR grey, polarity inversion, blur, motion blur, low resolution, noise, JPEG). Best step by
 mean exact match on the validation splits: step {result.best_step} of {result.steps}, {result.seconds / 60:.1f}
 minutes of training on {machine()}.
@@ -177,3 +177,20 @@ region plate formats (`formats.regions`, default thresholds), as `anpr-edge read
 """
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _splicing(config: OcrTrainConfig, result: TrainResult) -> str:
+    if config.data.splice_fraction <= 0:
+        return ""
+    return (f"- Spliced real crops (`anpr_edge/train/splice.py`): {config.data.splice_fraction:.0%} of the real "
+            "crops in a batch join the left part of one real crop to the right part of another of the same set, "
+            "cut in a gap between characters (found by connected components; "
+            f"{result.samples.get('spliceable', 0)} of the training crops segment cleanly), so real glyphs come in "
+            "texts the model has not memorised.\n")
+
+
+def _token_noise(config: OcrTrainConfig) -> str:
+    if config.token_noise <= 0 or config.model.decoder != "autoregressive":
+        return ""
+    return (f", token noise {config.token_noise:g} (that share of the characters the decoder is told under teacher "
+            "forcing replaced by random ones)")

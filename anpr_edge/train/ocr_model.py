@@ -264,16 +264,22 @@ class PlateOcrNet(nn.Module):
             slots, weights = layer(slots, kv, None)
         return self.classifier(self.norm(slots)), weights
 
-    def train_logits(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, max_len, symbols) (autoregressive: teacher forcing, given the true previous characters)
-        and the CTC head's per-column logits (B, cols, symbols)."""
+    def train_logits(self, images: torch.Tensor, targets: torch.Tensor, token_noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, max_len, symbols) (autoregressive: teacher forcing, given the true previous characters,
+        each replaced by a random character with probability ``token_noise``) and the CTC head's per-column
+        logits (B, cols, symbols)."""
         memory = self.encode(images)
         memory_kvs = [layer.memory_keys_values(memory) for layer in self.decoder]
         if self.parallel:
             logits, _ = self._decode_parallel(memory_kvs)
         else:
             begin = torch.full_like(targets[:, :1], self.begin)
-            tokens = torch.cat([begin, targets[:, :-1]], dim=1)
+            told = targets[:, :-1]
+            if token_noise > 0.0:
+                noisy = (told > 0) & (torch.rand(told.shape, device=told.device) < token_noise)
+                random = torch.randint(1, self.config.n_symbols, told.shape, device=told.device)
+                told = torch.where(noisy, random, told)
+            tokens = torch.cat([begin, told], dim=1)
             logits, _ = self._decode(memory_kvs, tokens)
         rows, cols = self.config.feature_size
         columns = memory.reshape(memory.shape[0], rows, cols, -1).mean(dim=1)
