@@ -36,8 +36,8 @@ def test_character_spans_find_each_glyph_in_order() -> None:
     image, centres = plate("AB12CD")
     found = character_spans(image, 6)
     assert found is not None
-    spans, top, bottom = found
-    assert len(spans) == 6
+    spans, top, bottom, clean = found
+    assert len(spans) == 6 and clean == (True,) * 5
     for (x0, x1), centre in zip(spans, centres):
         assert x0 <= centre < x1
     assert 10 < top < bottom < 54
@@ -142,3 +142,27 @@ def test_the_training_sampler_splices_its_share_of_the_real_crops() -> None:
     assert not set(batch_texts) & set(texts) and all(len(t) == 6 for t in batch_texts)
     plain = sampler(0.0)
     assert plain.splices is None and set(plain.next()[1]) <= set(texts)
+
+
+def test_gaps_with_something_in_them_are_never_cut() -> None:
+    def blotted(text: str) -> np.ndarray:
+        image, centres = plate(text)
+        x = (centres[2] + centres[3]) // 2  # the gap before the fourth character
+        cv2.rectangle(image, (x - 3, 30), (x + 3, 42), (20, 20, 20), -1)  # too low for a character, but ink
+        return image
+
+    left_image, right_image = blotted("AB12CD"), blotted("XY78ZW")
+    found = character_spans(left_image, 6)
+    assert found is not None and found[3] == (True, True, False, True, True)
+    pool = SplicePool(segment_crops([(left_image, "AB12CD", "s"), (right_image, "XY78ZW", "s")]), max_len=12)
+    rng = np.random.default_rng(0)
+    cuts = set()
+    for _ in range(40):
+        sample = pool.sample(rng)
+        assert sample is not None
+        text = sample[1]
+        first, second = ("AB12CD", "XY78ZW") if text[0] == "A" else ("XY78ZW", "AB12CD")
+        cut = next(i for i in range(6) if text[i] != first[i])
+        assert text == first[:cut] + second[cut:]
+        cuts.add(cut)
+    assert 3 not in cuts and cuts <= {1, 2, 4, 5}
