@@ -166,3 +166,44 @@ def test_gaps_with_something_in_them_are_never_cut() -> None:
         assert text == first[:cut] + second[cut:]
         cuts.add(cut)
     assert 3 not in cuts and cuts <= {1, 2, 4, 5}
+
+
+def test_dataset_splices_writes_label_csvs_eval_ocr_can_score(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    texts = ["AB12CD", "EF34GH", "JK56LM", "NP78QR", "ST90UV", "WX13YZ", "BC24DF", "GH35JK"]
+    folder = tmp_path / "datasets" / "us-nyc-plate-crops"
+    (folder / "images").mkdir(parents=True)
+    rows = ["file,text,xmin,ymin,xmax,ymax"]
+    for n, text in enumerate(texts * 3):
+        cv2.imwrite(str(folder / f"images/{n}.png"), plate(text)[0])
+        rows.append(f"images/{n}.png,{text},,,,")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    env = {**__import__("os").environ, "ANPR_EDGE_DATASETS": str(tmp_path / "datasets"),
+           "ANPR_EDGE_CACHE_DIR": str(tmp_path / "cache")}
+    out = tmp_path / "splices"
+
+    def splices(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "anpr_edge", "dataset", "splices", "--out", str(out),
+                               "--count", "12", *extra], capture_output=True, text=True, env=env, timeout=120)
+
+    result = splices("--sets", "us-nyc-plate-crops")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["set"] == "us-nyc-plate-crops" and record["written"] == 12 and record["segmented"] > 0
+    with (out / "us-nyc-plate-crops" / "labels.csv").open() as handle:
+        written = list(csv.DictReader(handle))
+    assert len(written) == 12
+    for row in written:
+        assert row["text"] not in texts and len(row["text"]) == 6
+        assert cv2.imread(str(out / "us-nyc-plate-crops" / row["file"])).shape == (64, 192, 3)
+    again = splices("--sets", "us-nyc-plate-crops")
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    wrong = splices("--sets", "fr-plate-scenes", "--overwrite")
+    assert wrong.returncode == 2 and "not a shared training crop set" in wrong.stderr
+    missing = splices("--overwrite")  # br and tn are not in this datasets folder: named, the others written
+    assert missing.returncode == 1 and "br-plate-crops" in missing.stderr
+    assert json.loads(missing.stdout.splitlines()[0])["written"] == 12

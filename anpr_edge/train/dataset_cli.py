@@ -31,7 +31,7 @@ LABEL_HEADER = ("file", "text", "xmin", "ymin", "xmax", "ymax")
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``dataset crops`` and ``dataset list`` to the main CLI's subparsers object."""
+    """Add ``dataset crops``, ``dataset list`` and ``dataset splices`` to the main CLI's subparsers object."""
     dataset = commands.add_parser(
         "dataset",
         help="prepare OCR training data (fixed-size crops) and list the shared real sets",
@@ -77,6 +77,24 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                          help="share of plate texts in the val split (default 0.2)")
     listing.add_argument("--charset", default=DEFAULT_CHARSET, help="characters a label may use (default 0-9A-Z)")
     listing.set_defaults(handler=cmd_dataset_list)
+
+    splices = actions.add_parser(
+        "splices",
+        help="write spliced crops (train-ocr's data.splice_fraction) of each shared set to look at or score",
+        description="Splice COUNT crops per shared training set from its train split, as train-ocr does with "
+        "data.splice_fraction (anpr_edge/train/splice.py: a real crop's left part joined in a clean gap "
+        "between characters to another crop's right part), and write them as DIR/<set>/images/*.png with "
+        "DIR/<set>/labels.csv, a label CSV that eval-ocr scores (how the OCR reads new texts of glyphs it "
+        'trained on). Prints {"set", "train", "segmented", "written", "out"} per set as one JSON line.',
+    )
+    splices.add_argument("--out", required=True, metavar="DIR", help="output folder (one subfolder per set)")
+    splices.add_argument("--count", type=positive_int, default=400, metavar="N", help="crops per set (default 400)")
+    splices.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    splices.add_argument("--size", type=parse_size, default=(192, 64), metavar="WxH",
+                         help="crop size, as the OCR reads (default 192x64)")
+    splices.add_argument("--sets", metavar="SET,SET", help="the shared crop sets to splice (default: every training one)")
+    splices.add_argument("--overwrite", action="store_true", help="write into folders that already have a labels.csv")
+    splices.set_defaults(handler=cmd_dataset_splices)
 
 
 
@@ -154,6 +172,55 @@ def cmd_dataset_list(args: argparse.Namespace) -> int:
             test = []
         _emit({**record, "rows": len(label_set), "train": len(train), "val": len(val), "test": len(test),
                "skipped": len(label_set.skipped)})
+    return 1 if failed else 0
+
+
+def cmd_dataset_splices(args: argparse.Namespace) -> int:
+    from anpr_edge.ocr import fit_crop
+    from anpr_edge.train.datasets import SHARED_SETS, load_shared, read_image
+    from anpr_edge.train.splice import SplicePool, segment_crops
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    usable = [shared.name for shared in SHARED_SETS.values() if shared.role == "train" and shared.kind == "crops"]
+    names = [n.strip() for n in args.sets.split(",") if n.strip()] if args.sets else usable
+    for name in names:
+        if name not in usable:
+            raise ConfigError(f"--sets: '{name}' is not a shared training crop set (those are: {', '.join(usable)})")
+    for name in names:
+        if (out / name / "labels.csv").exists() and not args.overwrite:
+            raise ConfigError(f"{out / name / 'labels.csv'} already exists; choose another --out or pass --overwrite")
+    failed = 0
+    for name in names:
+        try:
+            labels = load_shared(name)
+        except AnprError as error:  # one missing set should not stop the others
+            failed += 1
+            log.error("%s", error)
+            continue
+        train, _ = labels.split()
+        if not train:
+            log.warning("%s: no usable training rows; left out", name)
+            continue
+        crops = [(fit_crop(read_image(item.path), args.size), item.text, name)
+                 for item in tqdm(train, desc=name, unit="crop", file=sys.stderr, disable=None)]
+        pool = SplicePool(segment_crops(crops), max_len=32)
+        rng = np.random.default_rng(args.seed)
+        target = out / name
+        (target / "images").mkdir(parents=True, exist_ok=True)
+        rows: list[tuple[str, str]] = []
+        for _ in range(args.count * 4):  # a draw can find no pair that fits: try a few times more
+            if len(rows) == args.count:
+                break
+            sample = pool.sample(rng)
+            if sample is not None:
+                image, text = sample
+                file = f"images/{len(rows):06d}_{_safe_name(text)}.png"
+                _write_png(target / file, image)
+                rows.append((file, text))
+        _write_labels(target / "labels.csv", rows)
+        _emit({"set": name, "train": len(train), "segmented": len(pool), "written": len(rows), "out": str(target)})
     return 1 if failed else 0
 
 
