@@ -425,7 +425,10 @@ def cmd_eval_ocr(args: argparse.Namespace) -> int:
         if not Path(args.model).is_file():
             raise ConfigError(f"--model: file not found: {args.model}")
     recognizer = load_recognizer(config)
-    sets: list[tuple[str, list[Any]]] = shared_eval_sets(recognizer.charset) if args.shared else []
+    if args.train_splits and not args.shared:
+        raise ConfigError("eval-ocr: --train-splits goes with --shared")
+    sets: list[tuple[str, list[Any]]] = (shared_eval_sets(recognizer.charset, train_splits=args.train_splits)
+                                         if args.shared else [])
     for csv_path in args.labels:
         labels = datasets.read_labels(Path(csv_path), charset=recognizer.charset)
         for line, reason in labels.skipped:
@@ -706,6 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eval_ocr.add_argument("labels", nargs="*", metavar="LABELS.csv", help="label CSV files")
     eval_ocr.add_argument("--shared", action="store_true", help="the shared sets' validation splits and test set")
+    eval_ocr.add_argument("--train-splits", action="store_true",
+                          help="with --shared: also each training set's train split (the crops the model trained "
+                          "on; the gap to the validation split is how much it fits only what it has seen)")
     eval_ocr.add_argument("--model", metavar="ONNX", help="OCR model (default: from --config or the bundled one)")
     eval_ocr.add_argument("--config", metavar="FILE", help="YAML config (crop padding, model path)")
     eval_ocr.add_argument("--failures", metavar="DIR", help="write each misread crop to DIR/<set>/")

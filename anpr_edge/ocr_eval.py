@@ -187,9 +187,11 @@ def format_table(
     return "\n".join(lines)
 
 
-def shared_eval_sets(charset: str, names: Sequence[str] | None = None) -> list[tuple[str, list[LabeledImage]]]:
+def shared_eval_sets(charset: str, names: Sequence[str] | None = None,
+                     train_splits: bool = False) -> list[tuple[str, list[LabeledImage]]]:
     """The fixed evaluation sets (all shared sets, or ``names``): each training set's validation split,
-    and every test set whole."""
+    and every test set whole; with ``train_splits``, each training set's train split too (``<set>:train``,
+    what a model trained on: its gap to the validation split is how much it fits its own crops only)."""
     sets = []
     for shared in datasets.SHARED_SETS.values():
         if names is not None and shared.name not in names:
@@ -201,6 +203,8 @@ def shared_eval_sets(charset: str, names: Sequence[str] | None = None) -> list[t
             log.warning("%s: no usable rows (%d skipped: %s); left out", shared.name, len(labels.skipped), reason)
             continue
         sets.append((shared.name + ("" if shared.role == "test" else ":val"), items))
+        if train_splits and shared.role != "test":
+            sets.append((shared.name + ":train", labels.split()[0]))
     return sets
 
 

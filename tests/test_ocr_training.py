@@ -204,6 +204,18 @@ def test_train_eval_ocr_and_explain_commands(tmp_path: Path, tiny_shared: Path) 
     written = list((tmp_path / "fail").rglob("*.png"))
     assert len(written) == round((1 - record["exact_match"]) * record["count"])
 
+    # The shared sets' train splits beside their validation splits: every plate of the tiny set in one of them.
+    from anpr_edge.ocr_eval import shared_eval_sets
+
+    splits = shared_eval_sets("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", ["us-nyc-plate-crops"], train_splits=True)
+    counts = {name: len(items) for name, items in splits}
+    assert set(counts) == {"us-nyc-plate-crops:val", "us-nyc-plate-crops:train"}
+    assert [name for name, _ in shared_eval_sets("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", ["us-nyc-plate-crops"])] == [
+        "us-nyc-plate-crops:val"]
+    assert sum(counts.values()) == len(TEXTS) * 2 and min(counts.values()) > 0
+    alone = run_cli("eval-ocr", "--model", str(model), "--train-splits", env=env)
+    assert alone.returncode == 2 and "--train-splits goes with --shared" in alone.stderr
+
     config = tmp_path / "config.yaml"
     config.write_text(f"models: {{ocr: {{path: {model}}}}}\ncameras: [{{id: a, source: demo}}]\n")
     explained = run_cli("ocr", "--json", "--config", str(config), "--explain", str(tmp_path / "explain"),
