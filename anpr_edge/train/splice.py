@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -43,7 +44,7 @@ class SegmentedCrop:
     # labelled as one letter but only one of its pieces is that letter's span).
     clean: tuple[bool, ...] = ()
 
-    @property
+    @cached_property
     def colour(self) -> np.ndarray:
         """Mean BGR of the character band: pairs of about one colour make plausible plates."""
         return self.image[int(self.top) : max(int(self.bottom), int(self.top) + 1)].reshape(-1, 3).mean(axis=0)
@@ -132,8 +133,9 @@ def splice(left: SegmentedCrop, right: SegmentedCrop, cut_left: int, cut_right: 
 
 
 class SplicePool:
-    """Spliced crops on demand from the segmented real crops: two crops of one set with characters of about
-    the same width, cut at the same character index, so the new text keeps the set's length and layout."""
+    """Spliced crops on demand from the segmented real crops: two crops of one set and text length, with
+    characters of about one height and colour, cut at the same character index, so the new text keeps the
+    set's length and layout."""
 
     def __init__(self, crops: Sequence[SegmentedCrop], max_len: int, max_colour_distance: float = 60.0) -> None:
         self.max_len, self.max_colour_distance = max_len, max_colour_distance
@@ -143,6 +145,7 @@ class SplicePool:
                 groups[(crop.group, len(crop.text))].append(crop)
         self.groups = [members for members in groups.values() if len(members) >= 2]
         self.size = sum(len(members) for members in self.groups)
+        self.weights = np.array([len(g) for g in self.groups], dtype=float) / max(self.size, 1)
 
     def __len__(self) -> int:
         return self.size
@@ -151,9 +154,8 @@ class SplicePool:
         """One spliced crop and its text, or None when no pair in ``tries`` draws fits together."""
         if not self.groups:
             return None
-        weights = np.array([len(g) for g in self.groups], dtype=float)
         for _ in range(tries):
-            members = self.groups[int(rng.choice(len(self.groups), p=weights / weights.sum()))]
+            members = self.groups[int(rng.choice(len(self.groups), p=self.weights))]
             i, j = rng.choice(len(members), size=2, replace=False)
             left, right = members[int(i)], members[int(j)]
             if left.text == right.text:
@@ -164,7 +166,7 @@ class SplicePool:
                 continue
             if float(np.abs(left.colour - right.colour).max()) > self.max_colour_distance:
                 continue
-            cuts = [i for i in range(1, len(left.text)) if left.clean[i - 1] and right.clean[i - 1]]
+            cuts = [k for k in range(1, len(left.text)) if left.clean[k - 1] and right.clean[k - 1]]
             if not cuts:
                 continue
             cut = int(cuts[int(rng.integers(len(cuts)))])
