@@ -176,9 +176,8 @@ def cmd_dataset_list(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_splices(args: argparse.Namespace) -> int:
-    from anpr_edge.ocr import fit_crop
     from anpr_edge.train.datasets import SHARED_SETS, load_shared, read_image
-    from anpr_edge.train.splice import SplicePool, segment_crops
+    from anpr_edge.train.splice import pool_of
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -203,9 +202,9 @@ def cmd_dataset_splices(args: argparse.Namespace) -> int:
         if not train:
             log.warning("%s: no usable training rows; left out", name)
             continue
-        crops = [(fit_crop(read_image(item.path), args.size), item.text, name)
-                 for item in tqdm(train, desc=name, unit="crop", file=sys.stderr, disable=None)]
-        pool = SplicePool(segment_crops(crops), max_len=32)
+        images = [(read_image(item.path), item.text, name)
+                  for item in tqdm(train, desc=name, unit="crop", file=sys.stderr, disable=None)]
+        pool = pool_of(images, args.size, max_len=32)
         rng = np.random.default_rng(args.seed)
         target = out / name
         (target / "images").mkdir(parents=True, exist_ok=True)

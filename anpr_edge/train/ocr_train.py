@@ -38,10 +38,9 @@ from anpr_edge.config import Section, _describe
 from anpr_edge.crop import crop_plate, fit_crop
 from anpr_edge.errors import ConfigError
 from anpr_edge.ocr import DEFAULT_CHARSET, decode_greedy
-from anpr_edge.train import datasets
+from anpr_edge.train import datasets, splice
 from anpr_edge.train.augment import augment_crop
 from anpr_edge.train.ocr_model import OcrModelConfig, PlateOcrNet, count_parameters
-from anpr_edge.train.splice import SplicePool, segment_crops
 
 log = logging.getLogger(__name__)
 
@@ -288,11 +287,11 @@ class BatchSampler:
         return to_batch([crop for crop, _ in samples]), [text for _, text in samples]
 
 
-def splice_pool(real: Sequence[RealCrop], size: tuple[int, int], max_len: int) -> SplicePool:
+def splice_pool(real: Sequence[RealCrop], size: tuple[int, int], max_len: int) -> splice.SplicePool:
     """The real crops whose characters segment cleanly, ready to splice (scenes' box regions are fitted
     like crops: splicing works on what the model reads)."""
     started = time.monotonic()
-    pool = SplicePool(segment_crops([(fit_crop(image, size), text, name) for image, text, name in real]), max_len)
+    pool = splice.pool_of(real, size, max_len)
     log.info("splicing: %d of %d real crops segment into their characters (%.1f s)", len(pool), len(real),
              time.monotonic() - started)
     return pool

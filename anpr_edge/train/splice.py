@@ -21,6 +21,8 @@ from functools import cached_property
 import cv2
 import numpy as np
 
+from anpr_edge.crop import fit_crop
+
 Span = tuple[int, int]  # x0, x1 (exclusive) of one character in the crop
 
 # Adaptive-threshold settings (block size, offset) tried in turn: one setting finds the characters of sharp,
@@ -103,6 +105,13 @@ def segment_crops(crops: Sequence[tuple[np.ndarray, str, str]]) -> list[Segmente
             spans, top, bottom, clean = result
             found.append(SegmentedCrop(image, text, spans, top, bottom, group, clean))
     return found
+
+
+def pool_of(images: Sequence[tuple[np.ndarray, str, str]], size: tuple[int, int], max_len: int) -> SplicePool:
+    """A ``SplicePool`` of the (image, text, group) items: each plate image (a crop, or a scene's padded box
+    region) fitted to the OCR's crop ``size`` the way the runtime fits a crop (splicing works on what the model
+    reads), then segmented."""
+    return SplicePool(segment_crops([(fit_crop(image, size), text, group) for image, text, group in images]), max_len)
 
 
 def _gap(spans: Sequence[Span], index: int) -> float:
