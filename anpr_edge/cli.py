@@ -170,6 +170,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 if window != (0, 0, frame.width, frame.height):
                     entry["probe"]["detector_window"] = list(window)
                 if camera.detect_tiles > 1:
+                    entry["probe"]["detector_tile_grid"] = camera.detect_tiles
                     entry["probe"]["detector_tiles"] = [list(t) for t in tile_windows(window, camera.detect_tiles)]
             except SourceError as error:
                 raise ConfigError(f"{args.file}: cameras[{n}].source: {error}") from None
@@ -203,8 +204,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             gain = min(probe["width"] / (x2 - x1), probe["height"] / (y2 - y1))
             seen += f", detector looks at x {x1}-{x2}, y {y1}-{y2} (its ROI window: plates {gain:.1f}x larger to it)"
         if probe and "detector_tiles" in probe:
-            tiles = probe["detector_tiles"]
-            side = round(len(tiles) ** 0.5)
+            tiles, side = probe["detector_tiles"], probe["detector_tile_grid"]
             tx1, ty1, tx2, ty2 = tiles[0]
             gain = min(probe["width"] / (tx2 - tx1), probe["height"] / (ty2 - ty1))
             seen += (f", and {side}x{side} tiles of about {tx2 - tx1}x{ty2 - ty1} "

@@ -66,6 +66,7 @@ class _Snapshot:
     roi: tuple[tuple[float, float], ...] | None
     window: tuple[int, int, int, int] | None  # what the detector looks at, when not the whole frame
     tiles: tuple[tuple[int, int, int, int], ...]  # the tiles it also looks at (detect_tiles > 1), else ()
+    tile_grid: int  # detect_tiles: the tiles are tile_grid x tile_grid
     line: Any  # CountingLineConfig or None
     updated: float
     seq: int
@@ -130,7 +131,7 @@ class LiveView:
             frame=frame, detections=detections, ignored=ignored, tracks=tuple(tracks), votes=votes,
             roi=tuple(tuple(p) for p in roi) if roi else None,
             window=window if window != (0, 0, frame.width, frame.height) else None,
-            tiles=tuple(tiles),
+            tiles=tuple(tiles), tile_grid=tile_count,
             line=getattr(camera, "counting_line", None),
             updated=self._clock(), seq=0,
         )
@@ -285,7 +286,7 @@ def render(snapshot: _Snapshot, *, max_width: int = 960) -> np.ndarray:
     for n, (x1, y1, x2, y2) in enumerate(snapshot.tiles):  # detect_tiles: what each tile of the batch covers
         cv2.rectangle(canvas, point(x1, y1), point(x2 - 1, y2 - 1), _TILE, 1, cv2.LINE_4)
         if n == 0:
-            side = int(round(len(snapshot.tiles) ** 0.5))
+            side = snapshot.tile_grid
             _label(canvas, f"tiles {side}x{side}", point(x1, y1)[0] + 2, point(x1, y2 - 1)[1] - 4, _TILE, text_scale * 0.8)
 
     line = snapshot.line

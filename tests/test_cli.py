@@ -129,6 +129,7 @@ def test_check_config_probes_sources(tmp_path: Path, models: dict[str, Path]) ->
     probe = json.loads(result.stdout)["cameras"][0]["probe"]
     assert "detector_window" not in probe and probe["detector_tiles"][0] == [0, 0, 91, 69]
     assert probe["detector_tiles"][-1] == [69, 51, 160, 120]
+    assert probe["detector_tile_grid"] == 2
     result = cli("check-config", str(tiled))
     assert "2x2 tiles of about 91x69 (plates up to 1.7x larger to it; 5 detector inputs per frame)" in result.stdout
 
