@@ -328,3 +328,32 @@ def test_encoder_learning_rate_scale_splits_encoder_from_decoder() -> None:
     assert {names[id(p)] for p in decoder["params"]} == {"slots", "embed", "decoder", "norm", "classifier"}
     assert encoder["lr_scale"] == 0.3 and decoder["lr_scale"] == 1.0
     assert len(encoder["params"]) + len(decoder["params"]) == len(list(model.parameters()))
+
+
+def test_weight_average_is_what_is_validated_selected_and_exported(tmp_path: Path, tiny_shared: Path) -> None:
+    from anpr_edge.errors import ConfigError
+    from anpr_edge.train.ocr_card import _ema
+
+    # Validated only at the end (eval_every beyond the run), so the best checkpoint is the final average.
+    config = tiny_config(tmp_path).model_copy(update={"ema_decay": 0.9, "eval_every": 1000})
+    result = train_ocr(config, max_steps=20, progress=False)
+    assert [h["step"] for h in result.history] == [20]
+    last = torch.load(config.checkpoint_dir / "last.pt", weights_only=False)
+    best = torch.load(config.checkpoint_dir / "best.pt", weights_only=False)
+    averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    assert averaged.keys() == best["model"].keys() == last["model"].keys()
+    for name, value in best["model"].items():
+        torch.testing.assert_close(value, averaged[name])
+    # The average is not the raw weights (it lags them), and BatchNorm statistics are averaged too.
+    moved = [n for n, v in last["model"].items() if v.is_floating_point() and not torch.equal(v, averaged[n])]
+    assert any("running_mean" in n for n in moved) and any(n.endswith("weight") for n in moved)
+    exported_equals_best_checkpoint(config)
+    assert "moving average, decay 0.9" in _ema(config) and _ema(tiny_config(tmp_path)) == ""
+
+    # Resuming keeps averaging from the saved average; a checkpoint without one is refused.
+    resumed = train_ocr(config, resume=True, max_steps=22, export=False, progress=False)
+    assert resumed.steps == 22
+    plain = config.model_copy(update={"ema_decay": 0.0, "checkpoint_dir": tmp_path / "plain"})
+    train_ocr(plain, max_steps=2, export=False, progress=False)
+    with pytest.raises(ConfigError, match="without ema_decay"):
+        train_ocr(plain.model_copy(update={"ema_decay": 0.9}), resume=True, max_steps=3, export=False, progress=False)

@@ -139,7 +139,7 @@ that command on the exported ONNX model through the runtime path (`PlateRecogniz
 
 ## Recipe
 AdamW (lr {config.lr}{_encoder_rate(config)}, weight decay {config.weight_decay}), warm-up then cosine over a {config.minutes:g}-minute
-time budget, batch {config.batch_size}, label smoothing {config.label_smoothing}{_token_noise(config)}, train-time augmentation
+time budget, batch {config.batch_size}, label smoothing {config.label_smoothing}{_token_noise(config)}{_ema(config)}, train-time augmentation
 (affine, colour, IR grey, polarity inversion, blur, motion blur, low resolution, noise, JPEG). Best step by
 mean exact match on the validation splits: step {result.best_step} of {result.steps}, {result.seconds / 60:.1f}
 minutes of training on {machine()}.
@@ -187,6 +187,13 @@ def _splicing(config: OcrTrainConfig, result: TrainResult) -> str:
             "cut in a gap between characters (found by connected components; "
             f"{result.samples.get('spliceable', 0)} of the training crops segment cleanly), so real glyphs come in "
             "texts the model has not memorised.\n")
+
+
+def _ema(config: OcrTrainConfig) -> str:
+    if config.ema_decay <= 0:
+        return ""
+    return (f", weights averaged (exponential moving average, decay {config.ema_decay:g}; the average is what "
+            "was validated and exported)")
 
 
 def _token_noise(config: OcrTrainConfig) -> str:

@@ -31,6 +31,7 @@ import torch
 import yaml
 from pydantic import Field, ValidationError
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from anpr_edge import paths
@@ -104,6 +105,12 @@ class OcrTrainConfig(Section):
         "replaced by random ones, so it reads each character from the image rather than guessing it from the "
         "characters before (plate texts are not language). For continuing a trained model: from scratch, 0.1 "
         "kept a 25-minute run from learning at all (2026-12-06).",
+    )
+    ema_decay: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Decay of an exponential moving average of the weights (buffers included), e.g. 0.999: "
+        "validation scores, selects and exports the average instead of the raw weights, which are noisier step "
+        "to step. 0: off.",
     )
     minutes: float = Field(60.0, gt=0, description="Training time budget (the schedule anneals to it).")
     eval_every: int = Field(250, ge=1, description="Validate every N steps.")
@@ -405,6 +412,14 @@ def train_ocr(
         lineage = state.get("lineage", lineage)
     elif init_weights is not None:
         lineage = _init_from(model, Path(init_weights), net_config, sampler)
+    # The average starts as a copy of the (loaded) weights; torch's AveragedModel keeps it.
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+           if config.ema_decay > 0 else None)
+    if ema is not None and resume and last.is_file():
+        if "ema" not in state:
+            raise ConfigError(f"{last}: checkpoint was trained without ema_decay; resume with the same training config")
+        ema.load_state_dict(state["ema"])
+    scored = ema.module if ema is not None else model  # the weights validated, selected and exported
     log.info("model: %d parameters, crop %dx%d, max_len %d", count_parameters(model), net_config.width,
              net_config.height, net_config.max_len)
 
@@ -417,12 +432,12 @@ def train_ocr(
         nonlocal best_score, best_step
         mean_loss = float(np.mean(window)) if window else float("nan")
         window.clear()
-        scores = {v.name: exact_match(model, v) for v in val_sets if v.texts}
+        scores = {v.name: exact_match(scored, v) for v in val_sets if v.texts}
         score = float(np.mean(list(scores.values()))) if scores else -mean_loss
         history.append({"step": step, "minutes": elapsed / 60, "loss": mean_loss, **scores})
         if score > best_score:
             best_score, best_step = score, step
-            _save(checkpoints / "best.pt", {"model": model.state_dict(), "model_config": net_config.to_dict(), "step": step})
+            _save(checkpoints / "best.pt", {"model": scored.state_dict(), "model_config": net_config.to_dict(), "step": step})
         log.info("step %d (%.1f min): loss %.4f, val %s", step, elapsed / 60, mean_loss,
                  " ".join(f"{k} {v:.3f}" for k, v in scores.items()))
         model.train()
@@ -432,6 +447,7 @@ def train_ocr(
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "model_config": net_config.to_dict(),
             "step": step, "elapsed": elapsed, "best_score": best_score, "best_step": best_step,
             "history": history, "rng": rng.bit_generator.state, "lineage": lineage,
+            **({"ema": ema.state_dict()} if ema is not None else {}),
         })
 
     if lineage and step == 0:
@@ -457,6 +473,8 @@ def train_ocr(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
         step += 1
         window.append(loss.item())
         seconds = time.monotonic() - started
