@@ -779,6 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
     from anpr_edge.bench.accuracy import register as register_eval
     from anpr_edge.bench.cli import register as register_bench_passages
     from anpr_edge.bench.mqtt_bench import register as register_bench_mqtt
+    from anpr_edge.bench.ocr_nets import register as register_bench_ocr_nets
     from anpr_edge.bench.roi import register as register_bench_roi
     from anpr_edge.bench.service_bench import register as register_bench_service
     from anpr_edge.bench.sizes import register as register_bench_sizes
@@ -795,6 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_bench_stages(commands)  # bench
     register_eval(commands)  # eval
     register_bench_sizes(commands)  # bench-sizes
+    register_bench_ocr_nets(commands)  # bench-ocr-nets
     register_bench_roi(commands)  # bench-roi
     register_tensorrt(commands)  # build-engines, calibrate
     register_bench_passages(commands)

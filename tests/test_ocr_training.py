@@ -357,3 +357,76 @@ def test_weight_average_is_what_is_validated_selected_and_exported(tmp_path: Pat
     train_ocr(plain, max_steps=2, export=False, progress=False)
     with pytest.raises(ConfigError, match="without ema_decay"):
         train_ocr(plain.model_copy(update={"ema_decay": 0.9}), resume=True, max_steps=3, export=False, progress=False)
+
+
+def test_network_without_a_context_layer_trains_exports_and_continues(tmp_path: Path, tiny_shared: Path) -> None:
+    """``context_layers: 0`` (the fast recipe): the map goes straight to the decoder; the export still equals
+    PyTorch, and the exported model is a valid --init-weights start (its weights are recovered exactly)."""
+    import onnx
+
+    from anpr_edge.errors import ConfigError
+    from anpr_edge.train.ocr_model import PlateOcrNet
+    from anpr_edge.train.ocr_train import load_train_config
+
+    base = tiny_config(tmp_path)
+    config = base.model_copy(update={"model": base.model.model_copy(update={"context_layers": 0})})
+    model = PlateOcrNet(config.model.network())
+    assert not any(name.startswith("context.") for name, _ in model.named_parameters())
+    result = train_ocr(config, max_steps=40, progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0] * 0.8, losses
+    exported_equals_best_checkpoint(config)
+    with_context = PlateOcrNet(base.model.network())
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in with_context.parameters())
+    # No self-attention over the map cells: the only Softmax nodes are the decoder's, two per step.
+    softmaxes = sum(node.op_type == "Softmax" for node in onnx.load(str(config.output)).graph.node)
+    assert softmaxes == 2 * config.model.max_len + config.model.max_len, softmaxes
+
+    continued = config.model_copy(update={"checkpoint_dir": tmp_path / "cont", "output": tmp_path / "cont.onnx"})
+    started = train_ocr(continued, max_steps=1, export=False, progress=False, init_weights=config.output)
+    assert started.prior_steps == 40 and started.history[0]["step"] == 0
+    assert started.history[0]["us-nyc-plate-crops"] == pytest.approx(result.val["us-nyc-plate-crops"], abs=1e-9)
+
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("model: {context_layers: 2}\n")
+    with pytest.raises(ConfigError, match="context_layers"):
+        load_train_config(recipe)
+
+
+def test_the_fast_recipe_loads_and_builds_the_network_it_describes() -> None:
+    from anpr_edge.train.ocr_model import PlateOcrNet
+    from anpr_edge.train.ocr_train import load_train_config
+
+    config = load_train_config(REPO / "anpr_edge" / "train" / "recipes" / "ocr-fast.yaml")
+    network = config.model.network()
+    assert (network.height, network.width, network.context_layers, network.decoder_layers) == (48, 160, 0, 1)
+    model = PlateOcrNet(network).eval()
+    with torch.no_grad():
+        probs, attention = model(torch.rand(2, 3, 48, 160))
+    assert probs.shape == (2, network.max_len, network.n_symbols) and attention.shape == (2, network.max_len, 6, 20)
+
+
+def test_bench_ocr_nets_times_recipes_and_models_side_by_side(tmp_path: Path) -> None:
+    small = tmp_path / "small.yaml"
+    small.write_text("model: {height: 32, width: 96, max_len: 6, channels: [8, 16, 24], dim: 32, heads: 2, "
+                     "decoder_layers: 1, context_layers: 0}\n")
+    wide = tmp_path / "wide.yaml"
+    wide.write_text("model: {height: 32, width: 128, max_len: 6, channels: [8, 16, 24], dim: 32, heads: 2}\n")
+    done = run_cli("bench-ocr-nets", str(small), str(wide), "--batch", "4", "--json", "-", env={})
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    small_net, wide_net = report["networks"]
+    assert (small_net["name"], small_net["crop"], small_net["map_cells"]) == ("small.yaml", [96, 32], 4 * 12)
+    assert (wide_net["crop"], wide_net["map_cells"]) == ([128, 32], 4 * 16)
+    assert small_net["parameters"] < wide_net["parameters"]  # no context layer, narrower map
+    assert all(n["single_ms"] > 0 and n["batched_ms"] > 0 for n in report["networks"])
+    assert report["batch"] == 4 and report["machine"]
+
+    # A trained model is timed as it is; a missing file names itself and is a usage error, not a traceback.
+    shipped = REPO / "engines" / "ocr.onnx"
+    table = run_cli("bench-ocr-nets", str(shipped), "--batch", "2", env={})
+    assert table.returncode == 0, table.stderr
+    assert f"| {shipped} | 192x64 |" in table.stdout
+    missing = run_cli("bench-ocr-nets", str(tmp_path / "nope.yaml"), env={})
+    assert missing.returncode == 2 and "nope.yaml: no such training recipe" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -66,9 +66,15 @@ def _encoder_rate(config: OcrTrainConfig) -> str:
     return f"; encoder, context layer and CTC head at {config.encoder_lr_scale:g}x that"
 
 
+def _context(config: OcrTrainConfig) -> str:
+    if config.model.context_layers:
+        return " and one\n  transformer layer over the map cells"
+    return " (no transformer\n  layer over the map cells: the decoder's cross-attention reads the map directly)"
+
+
 def _decoder(config: OcrTrainConfig) -> str:
     model = config.model
-    layers = f"{model.decoder_layers} transformer decoder layers, width {model.dim}, {model.heads} heads"
+    layers = f"{model.decoder_layers} transformer decoder layer{'s' if model.decoder_layers > 1 else ''}, width {model.dim}, {model.heads} heads"
     ctc = (f"an auxiliary CTC loss on the encoder columns (weight {config.ctc_weight}; the CTC head is not "
            "exported).")
     if model.decoder == "parallel":
@@ -118,8 +124,8 @@ that command on the exported ONNX model through the runtime path (`PlateRecogniz
 
 ## Model
 - Architecture: CNN encoder (stages {list(model.channels)}, stride 8) over a {model.width}x{model.height} RGB
-  crop -> 2D feature map ({model.height // 8}x{model.width // 8}) with a learned 2D position embedding and one
-  transformer layer -> {_decoder(config)} One static ONNX
+  crop -> 2D feature map ({model.height // 8}x{model.width // 8}) with a learned 2D position embedding{_context(config)}
+  -> {_decoder(config)} One static ONNX
   graph (opset 17), dynamic batch; outputs `probs` (batch, {model.max_len}, {len(model.charset) + 1}) and
   `attention` (per position, over the map).
 - Parameters: {params:,}; file size {onnx_path.stat().st_size / 1e6:.1f} MB.
