@@ -77,29 +77,34 @@ def table(timings: list[NetTiming], batch: int) -> str:
 
 
 def cmd_bench_ocr_nets(args: argparse.Namespace) -> int:
+    recipes = [item for item in args.networks if not item.endswith(".onnx")]
+    for item in args.networks:
+        if item.endswith(".onnx") and not Path(item).is_file():
+            raise ConfigError(f"{item}: no such ONNX model")
+        if item in recipes and item != "default" and not Path(item).is_file():
+            raise ConfigError(f"{item}: no such training recipe (a YAML file, 'default' or an .onnx model)")
+    if recipes:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise AnprError("bench-ocr-nets needs the training extra for recipes: pip install -e '.[train]'") from None
     timings: list[NetTiming] = []
     with tempfile.TemporaryDirectory(prefix="anpr-ocr-nets-") as tmp:
         for item in args.networks:
-            if item.endswith(".onnx"):
-                path = Path(item)
-                if not path.is_file():
-                    raise ConfigError(f"{item}: no such ONNX model")
-                timings.append(time_onnx(item, path, args.batch))  # the path as given: two models may share a name
-                continue
-            if item != "default" and not Path(item).is_file():
-                raise ConfigError(f"{item}: no such training recipe (a YAML file, 'default' or an .onnx model)")
-            try:
-                import torch  # noqa: F401
-            except ImportError:
-                raise AnprError("bench-ocr-nets needs the training extra for recipes: pip install -e '.[train]'") from None
-            timings.append(time_recipe(item if item == "default" else Path(item).name, None if item == "default" else item,
-                                       args.batch, Path(tmp)))
-            print(f"{timings[-1].name}: {timings[-1].single_ms:.2f} / {timings[-1].batched_ms:.2f} ms", file=sys.stderr)
-    report = {"time": now_utc(), "machine": machine_info(), "batch": args.batch,
+            if item in recipes:
+                recipe = None if item == "default" else item
+                timings.append(time_recipe(Path(item).name, recipe, args.batch, Path(tmp)))
+            else:  # the path as given: two models may share a file name
+                timings.append(time_onnx(item, Path(item), args.batch))
+            print(f"{item}: {timings[-1].single_ms:.2f} / {timings[-1].batched_ms:.2f} ms", file=sys.stderr)
+    machine = machine_info()
+    report = {"time": now_utc(), "machine": machine, "batch": args.batch,
               "networks": [dict(vars(t), crop=list(t.crop)) for t in timings]}
     if args.json == "-":
         write_json(report, "-")
         return 0
+    print(f"anpr-edge bench-ocr-nets ({report['time']}): single-thread ONNX Runtime {machine.get('onnxruntime')}, "
+          f"{machine.get('cpu')}, {machine.get('cores')} cores, load average {machine.get('load_average')}\n")
     print(table(timings, args.batch))
     if args.json:
         write_json(report, args.json)
