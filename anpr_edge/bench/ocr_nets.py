@@ -16,7 +16,6 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from anpr_edge.argtypes import positive_int
 from anpr_edge.bench.stage_bench import machine_info, now_utc, write_json
@@ -36,17 +35,12 @@ class NetTiming:
     file_mb: float
 
 
-def _recognizer(path: Path) -> Any:
+def time_onnx(name: str, path: Path, batch: int, parameters: int | None = None, map_cells: int | None = None) -> NetTiming:
     from anpr_edge.backends import create_backend
     from anpr_edge.ocr import PlateRecognizer
-
-    return PlateRecognizer(create_backend("onnxruntime", path, threads=1))
-
-
-def time_onnx(name: str, path: Path, batch: int, parameters: int | None = None, map_cells: int | None = None) -> NetTiming:
     from anpr_edge.ocr_eval import latency_ms
 
-    recognizer = _recognizer(path)
+    recognizer = PlateRecognizer(create_backend("onnxruntime", path, threads=1))
     return NetTiming(name, parameters, recognizer.crop_size, map_cells, latency_ms(recognizer, 1),
                      latency_ms(recognizer, batch), path.stat().st_size / 1e6)
 
