@@ -393,6 +393,42 @@ def test_network_without_a_context_layer_trains_exports_and_continues(tmp_path: 
         load_train_config(recipe)
 
 
+def test_a_trained_model_starts_a_network_on_another_crop_size_without_the_context_layer(
+    tmp_path: Path, tiny_shared: Path
+) -> None:
+    """--init-weights from a model with another crop size and a context layer (the shipped model as the start
+    of the mid recipe): convolutions and decoder carry over unchanged, the position embedding is resized to the
+    new map (a constant one stays constant), the context layer is dropped; other differences are refused."""
+    from anpr_edge.errors import ConfigError
+    from anpr_edge.train.ocr_model import PlateOcrNet
+    from anpr_edge.train.ocr_train import transfer_weights
+
+    base = tiny_config(tmp_path)
+    source_result = train_ocr(base, max_steps=5, progress=False)
+    assert source_result.onnx is not None
+    smaller = base.model.model_copy(update={"height": 24, "width": 64, "context_layers": 0})
+    config = base.model_copy(update={"model": smaller, "checkpoint_dir": tmp_path / "small", "output": tmp_path / "small.onnx"})
+    result = train_ocr(config, max_steps=20, progress=False, init_weights=base.output)
+    assert result.init_from == "ocr.onnx" and result.prior_steps == 5
+    assert result.history[0]["us-nyc-plate-crops"] >= 0.0 and result.onnx is not None
+
+    source, target = PlateOcrNet(base.model.network()), PlateOcrNet(smaller.network())
+    with torch.no_grad():
+        source.position.fill_(0.25)
+    transfer_weights(source, target)
+    assert target.position.shape == (1, 3 * 8, base.model.dim)
+    assert torch.allclose(target.position, torch.full_like(target.position, 0.25))
+    for name, value in target.state_dict().items():
+        if name != "position":
+            assert torch.equal(value, source.state_dict()[name]), name
+
+    # Encoder widths are not transferable: a clear error naming what may differ.
+    wider = base.model.model_copy(update={"channels": (8, 16, 32)})
+    refused = base.model_copy(update={"model": wider, "checkpoint_dir": tmp_path / "wide"})
+    with pytest.raises(ConfigError, match="only decoder, height, width, context_layers may differ"):
+        train_ocr(refused, max_steps=1, export=False, progress=False, init_weights=base.output)
+
+
 def test_the_fast_recipe_loads_and_builds_the_network_it_describes() -> None:
     from anpr_edge.train.ocr_model import PlateOcrNet
     from anpr_edge.train.ocr_train import load_train_config

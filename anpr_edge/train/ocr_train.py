@@ -532,29 +532,61 @@ def _saved_config(state: dict[str, Any]) -> OcrModelConfig | None:
     return OcrModelConfig.from_dict(saved) if isinstance(saved, dict) else None
 
 
+def transfer_weights(source: PlateOcrNet, target: PlateOcrNet) -> None:
+    """Copy a trained network's weights into one that differs in decoder kind, crop size or context layers.
+
+    The convolutions do not depend on the crop size; the learned position embedding of the map cells is
+    resized (bilinear) to the new map; a context layer the target lacks is dropped (the decoder then reads the
+    encoder's cells directly and relearns that); the autoregressive character embedding has no place in a
+    parallel decoder (and a parallel one has none to give). Anything else that does not match is an error."""
+    source_state, target_state = source.state_dict(), target.state_dict()
+    rows, cols = source.config.feature_size
+    new_rows, new_cols = target.config.feature_size
+    loaded: dict[str, torch.Tensor] = {}
+    for name, value in target_state.items():
+        if name not in source_state:
+            continue
+        weight = source_state[name]
+        if name == "position" and weight.shape != value.shape:
+            grid = weight.reshape(1, rows, cols, -1).permute(0, 3, 1, 2)
+            grid = torch.nn.functional.interpolate(grid, size=(new_rows, new_cols), mode="bilinear", align_corners=False)
+            weight = grid.permute(0, 2, 3, 1).reshape(1, new_rows * new_cols, -1)
+        loaded[name] = weight
+    missing, unexpected = target.load_state_dict(loaded, strict=False)
+    dropped = {name for name in source_state if name not in target_state}
+    allowed = {"embed.weight"}
+    problems = (set(missing) - allowed) | {name for name in dropped if name not in allowed and not name.startswith("context.")}
+    if unexpected or problems:
+        raise RuntimeError(f"weight transfer: unmatched weights {sorted(problems | set(unexpected))}")
+
+
+def _describe_transfer(source: OcrModelConfig, target: OcrModelConfig) -> str:
+    changes = [f"{key} {getattr(source, key)} -> {getattr(target, key)}"
+               for key in ("decoder", "width", "height", "context_layers") if getattr(source, key) != getattr(target, key)]
+    return "weights carried over into a network with " + ", ".join(changes)
+
+
 def _init_from(model: PlateOcrNet, path: Path, net_config: OcrModelConfig, sampler: BatchSampler) -> dict[str, object]:
     """Load the starting weights of a continued run from an exported ONNX (``engines/ocr.onnx``) or a
     checkpoint (``best.pt``/``last.pt``); returns the lineage recorded in the new model.
 
-    An ONNX model with the other decoder kind (autoregressive vs parallel) but otherwise the same network
-    also serves: encoder, context and decoder layers carry over; the autoregressive decoder's character
-    embedding has no place in a parallel one and is dropped (and a parallel model has none to give)."""
+    An ONNX model whose network differs only in decoder kind, crop size or context layers also serves
+    (``transfer_weights``): e.g. the shipped model as the start of a faster network on a smaller crop."""
     if not path.is_file():
         raise ConfigError(f"--init-weights {path}: no such file")
     if path.suffix == ".onnx":
         from anpr_edge.train.onnx_weights import load_onnx_weights, onnx_metadata, onnx_model_config, recalibrate_batchnorms
 
         source_config = onnx_model_config(path)
-        if dataclasses.replace(source_config, decoder=net_config.decoder) != net_config:
-            raise ConfigError(f"--init-weights {path}: the model has another network config than this training config")
+        transferable = ("decoder", "height", "width", "context_layers")
+        if dataclasses.replace(source_config, **{key: getattr(net_config, key) for key in transferable}) != net_config:
+            raise ConfigError(f"--init-weights {path}: the model has another network config than this training config "
+                              f"(only {', '.join(transferable)} may differ)")
         source = model if source_config == net_config else PlateOcrNet(source_config)
         load_onnx_weights(source, path, export_onnx)
         if source is not model:
-            missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
-            if (set(missing) | set(unexpected)) - {"embed.weight"}:  # only the character embedding differs
-                raise RuntimeError(f"decoder conversion: unmatched weights {sorted(set(missing) | set(unexpected))}")
-            log.info("--init-weights %s: %s decoder weights into a %s decoder", path, source_config.decoder,
-                     net_config.decoder)
+            transfer_weights(source, model)
+            log.info("--init-weights %s: %s", path, _describe_transfer(source_config, net_config))
         images, _ = sampler.next()
         recalibrate_batchnorms(model, images)
         meta = onnx_metadata(path)
