@@ -442,6 +442,23 @@ def test_the_fast_recipe_loads_and_builds_the_network_it_describes() -> None:
     assert probs.shape == (2, network.max_len, network.n_symbols) and attention.shape == (2, network.max_len, 6, 20)
 
 
+@pytest.mark.parametrize("recipe", ["ocr-mid.yaml", "ocr-mid-160x64.yaml"])
+def test_the_mid_recipes_can_start_from_the_shipped_model(recipe: str) -> None:
+    """Their usage line says --init-weights engines/ocr.onnx: the shipped network's weights fit them."""
+    from anpr_edge.train.ocr_model import PlateOcrNet
+    from anpr_edge.train.ocr_train import load_train_config, transfer_weights
+    from anpr_edge.train.onnx_weights import onnx_model_config
+
+    config = load_train_config(REPO / "anpr_edge" / "train" / "recipes" / recipe)
+    assert config.model.context_layers == 0 and config.ema_decay > 0
+    shipped = PlateOcrNet(onnx_model_config(REPO / "engines" / "ocr.onnx"))
+    target = PlateOcrNet(config.model.network())
+    transfer_weights(shipped, target)
+    assert torch.equal(target.classifier.weight, shipped.classifier.weight)
+    rows, cols = config.model.network().feature_size
+    assert target.position.shape == (1, rows * cols, config.model.dim)
+
+
 def test_bench_ocr_nets_times_recipes_and_models_side_by_side(tmp_path: Path) -> None:
     small = tmp_path / "small.yaml"
     small.write_text("model: {height: 32, width: 96, max_len: 6, channels: [8, 16, 24], dim: 32, heads: 2, "
