@@ -427,6 +427,10 @@ def test_a_trained_model_starts_a_network_on_another_crop_size_without_the_conte
     refused = base.model_copy(update={"model": wider, "checkpoint_dir": tmp_path / "wide"})
     with pytest.raises(ConfigError, match="only decoder, height, width, context_layers may differ"):
         train_ocr(refused, max_steps=1, export=False, progress=False, init_weights=base.output)
+    # A model without a context layer cannot start one that has it (the default recipe from a mid model).
+    with pytest.raises(ConfigError, match="no context layer"):
+        train_ocr(base.model_copy(update={"checkpoint_dir": tmp_path / "back"}), max_steps=1, export=False,
+                  progress=False, init_weights=config.output)
 
 
 def test_the_fast_recipe_loads_and_builds_the_network_it_describes() -> None:

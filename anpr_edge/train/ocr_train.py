@@ -582,6 +582,9 @@ def _init_from(model: PlateOcrNet, path: Path, net_config: OcrModelConfig, sampl
         if dataclasses.replace(source_config, **{key: getattr(net_config, key) for key in transferable}) != net_config:
             raise ConfigError(f"--init-weights {path}: the model has another network config than this training config "
                               f"(only {', '.join(transferable)} may differ)")
+        if net_config.context_layers > source_config.context_layers:
+            raise ConfigError(f"--init-weights {path}: the model has no context layer to start this config's from "
+                              "(use a training config with model.context_layers: 0, e.g. the recipe it was trained with)")
         source = model if source_config == net_config else PlateOcrNet(source_config)
         load_onnx_weights(source, path, export_onnx)
         if source is not model:
