@@ -532,6 +532,10 @@ def _saved_config(state: dict[str, Any]) -> OcrModelConfig | None:
     return OcrModelConfig.from_dict(saved) if isinstance(saved, dict) else None
 
 
+# Network keys a model may differ in and still start a run (--init-weights), by ``transfer_weights``.
+TRANSFERABLE = ("decoder", "height", "width", "context_layers")
+
+
 def transfer_weights(source: PlateOcrNet, target: PlateOcrNet) -> None:
     """Copy a trained network's weights into one that differs in decoder kind, crop size or context layers.
 
@@ -562,7 +566,7 @@ def transfer_weights(source: PlateOcrNet, target: PlateOcrNet) -> None:
 
 def _describe_transfer(source: OcrModelConfig, target: OcrModelConfig) -> str:
     changes = [f"{key} {getattr(source, key)} -> {getattr(target, key)}"
-               for key in ("decoder", "width", "height", "context_layers") if getattr(source, key) != getattr(target, key)]
+               for key in TRANSFERABLE if getattr(source, key) != getattr(target, key)]
     return "weights carried over into a network with " + ", ".join(changes)
 
 
@@ -578,10 +582,9 @@ def _init_from(model: PlateOcrNet, path: Path, net_config: OcrModelConfig, sampl
         from anpr_edge.train.onnx_weights import load_onnx_weights, onnx_metadata, onnx_model_config, recalibrate_batchnorms
 
         source_config = onnx_model_config(path)
-        transferable = ("decoder", "height", "width", "context_layers")
-        if dataclasses.replace(source_config, **{key: getattr(net_config, key) for key in transferable}) != net_config:
+        if dataclasses.replace(source_config, **{key: getattr(net_config, key) for key in TRANSFERABLE}) != net_config:
             raise ConfigError(f"--init-weights {path}: the model has another network config than this training config "
-                              f"(only {', '.join(transferable)} may differ)")
+                              f"(only {', '.join(TRANSFERABLE)} may differ)")
         if net_config.context_layers > source_config.context_layers:
             raise ConfigError(f"--init-weights {path}: the model has no context layer to start this config's from "
                               "(use a training config with model.context_layers: 0, e.g. the recipe it was trained with)")
