@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from mosquitto import Collector, Mosquitto, mosquitto_available
-from servers import RtspServer, free_port, rtsp_available
+from servers import RtspServer, rtsp_available
 from test_cli import REPO, make_clip, models, write_config  # noqa: F401  (models is a fixture)
 
 pytestmark = [
@@ -61,7 +62,7 @@ class NotifySocket:
         self.sock.close()
 
 
-def wait_until(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201
+def wait_until(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -73,7 +74,7 @@ def wait_until(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201
 
 def get(url: str) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - a local test server
+        with urllib.request.urlopen(url, timeout=5) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
@@ -81,6 +82,15 @@ def get(url: str) -> tuple[int, bytes]:
 
 def health(port: int) -> dict:
     return json.loads(get(f"http://127.0.0.1:{port}/healthz")[1])
+
+
+def logged_http_port(stderr_file) -> int:
+    """The port the daemon says its health server listens on (it logs it before READY=1)."""
+    stderr_file.seek(0)
+    stderr = stderr_file.read().decode(errors="replace")
+    found = re.search(r"health and metrics at http://127\.0\.0\.1:(\d+)/healthz", stderr)
+    assert found, f"the daemon did not log its health server's address; its stderr:\n{stderr[-3000:]}"
+    return int(found.group(1))
 
 
 def metric(port: int, line_start: str) -> float:
@@ -93,7 +103,6 @@ def metric(port: int, line_start: str) -> float:
 
 def test_daemon_reconnects_reports_health_reloads_and_drains(tmp_path: Path, models: dict[str, Path]) -> None:  # noqa: F811
     clip = make_clip(tmp_path / "gate.mp4", frames=50)
-    http_port = free_port()
     camera = ("  - {id: gate, source: %s, read_timeout_s: 2, open_timeout_s: 3, "
               "reconnect_min_s: 0.3, reconnect_max_s: 1}\n")
     with RtspServer(clip) as server, Mosquitto(tmp_path / "broker") as broker, \
@@ -101,7 +110,9 @@ def test_daemon_reconnects_reports_health_reloads_and_drains(tmp_path: Path, mod
         # Credentials in the stream URL (the test server ignores them) must never show up anywhere.
         url = server.url.replace("rtsp://", "rtsp://cam:pa55word@")
         config = write_config(tmp_path, models, camera % url)
-        extra = (f"http: {{port: {http_port}}}\nevents: {{dedup_window_s: 0}}\ndevice_id: box-9\n"
+        # Port 0: the daemon takes any free port and logs it. A port picked here beforehand can be taken by
+        # the broker, the RTSP server or an outgoing connection before the daemon binds it (seen in CI).
+        extra = ("http: {port: 0}\nevents: {dedup_window_s: 0}\ndevice_id: box-9\n"
                  f"mqtt: {{enabled: true, port: {broker.port}, outbox_path: {tmp_path / 'outbox.db'}}}\n")
         config.write_text(config.read_text() + extra)
         notify = NotifySocket(tmp_path)
@@ -113,7 +124,12 @@ def test_daemon_reconnects_reports_health_reloads_and_drains(tmp_path: Path, mod
                  "WATCHDOG_PID": ""},
         )
         try:
-            wait_until(lambda: "READY=1" in notify.lines(), 60, "READY=1 on the notify socket")
+            try:
+                wait_until(lambda: "READY=1" in notify.lines(), 60, "READY=1 on the notify socket")
+            except AssertionError as error:
+                stderr_file.seek(0)
+                raise AssertionError(f"{error}; the daemon's stderr:\n{stderr_file.read().decode()[-3000:]}") from None
+            http_port = logged_http_port(stderr_file)
             state = wait_until(lambda: health(http_port)["cameras"]["gate"]["state"] == "streaming" and
                                health(http_port), 30, "the camera streaming")
             assert get(f"http://127.0.0.1:{http_port}/healthz")[0] == 200 and state["status"] == "ok"
