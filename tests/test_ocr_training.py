@@ -446,7 +446,7 @@ def test_the_fast_recipe_loads_and_builds_the_network_it_describes() -> None:
     assert probs.shape == (2, network.max_len, network.n_symbols) and attention.shape == (2, network.max_len, 6, 20)
 
 
-@pytest.mark.parametrize("recipe", ["ocr-mid.yaml", "ocr-mid-160x64.yaml"])
+@pytest.mark.parametrize("recipe", ["ocr-mid.yaml", "ocr-mid-160x64.yaml", "ocr-mid-192x64.yaml"])
 def test_the_mid_recipes_can_start_from_the_shipped_model(recipe: str) -> None:
     """Their usage line says --init-weights engines/ocr.onnx: the shipped network's weights fit them."""
     from anpr_edge.train.ocr_model import PlateOcrNet
