@@ -245,6 +245,8 @@ def cmd_train_ocr(args: argparse.Namespace) -> int:
         updates["encoder_lr_scale"] = args.encoder_lr_scale
     if args.decoder is not None:
         updates["model"] = config.model.model_copy(update={"decoder": args.decoder})
+    if args.teacher is not None:
+        updates["teacher"] = Path(args.teacher)
     config = config.model_copy(update=updates)
     if args.export_only:
         result = export_checkpoint(config)
@@ -676,6 +678,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_ocr.add_argument("--decoder", choices=("autoregressive", "parallel"),
                            help="decoder kind (overrides the config's model.decoder); --init-weights may be a "
                                 "model with the other kind (its encoder and decoder layers carry over)")
+    train_ocr.add_argument("--teacher", metavar="MODEL",
+                           help="distil from this trained OCR (an ONNX exported by train-ocr, e.g. engines/ocr.onnx; "
+                                "overrides the config's teacher): the model also learns its per-character "
+                                "distributions on every training batch")
     train_ocr.add_argument("--output", metavar="ONNX", help="where to write the model (default engines/ocr.onnx)")
     train_ocr.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N steps (smoke runs)")
     train_ocr.add_argument("--export-only", action="store_true",

@@ -393,6 +393,59 @@ def test_network_without_a_context_layer_trains_exports_and_continues(tmp_path: 
         load_train_config(recipe)
 
 
+def test_distillation_loss_is_zero_on_the_teachers_own_logits_and_pulls_towards_them() -> None:
+    from anpr_edge.train.ocr_train import distillation_loss
+
+    torch.manual_seed(0)
+    teacher = torch.randn(4, 6, 11)
+    assert distillation_loss(teacher, teacher, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.randn(4, 6, 11, requires_grad=True)
+    optimizer = torch.optim.SGD([student], lr=50.0)
+    losses = []
+    for _ in range(100):
+        loss = distillation_loss(student, teacher, 2.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[0] > 0.1 and losses[-1] < losses[0] * 0.1, losses[::10]
+    # The student's distributions end close to the teacher's (logits may differ by a constant per row).
+    np.testing.assert_allclose(torch.softmax(student, -1).detach().numpy(), torch.softmax(teacher, -1).numpy(), atol=0.02)
+
+
+def test_a_smaller_network_distils_from_a_trained_model_on_another_crop(tmp_path: Path, tiny_shared: Path) -> None:
+    """``teacher``: a network without the context layer, on a smaller crop, learns beside the labels the
+    per-character distributions of a trained model (its crop resized from the batch's); the card says so. A
+    teacher that reads another charset or length is refused with a ConfigError naming it."""
+    from anpr_edge.errors import ConfigError
+    from anpr_edge.train.ocr_card import write_model_card
+    from anpr_edge.train.ocr_train import load_teacher, teacher_logits
+
+    teacher_config = tiny_config(tmp_path)
+    train_ocr(teacher_config, max_steps=40, progress=False)
+    base = tiny_config(tmp_path)
+    student_config = base.model_copy(update={
+        "model": base.model.model_copy(update={"context_layers": 0, "height": 24, "width": 80}),
+        "teacher": teacher_config.output, "distill_weight": 1.0,
+        "checkpoint_dir": tmp_path / "student", "output": tmp_path / "student.onnx",
+    })
+    teacher = load_teacher(teacher_config.output, student_config.model.network())
+    logits = teacher_logits(teacher, torch.rand(3, 3, 24, 80), torch.zeros(3, 6, dtype=torch.long))
+    assert logits.shape == (3, 6, student_config.model.network().n_symbols) and not logits.requires_grad
+
+    result = train_ocr(student_config, max_steps=40, progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0] * 0.8, losses
+    card = write_model_card(student_config, result).read_text()
+    assert "distilled from `ocr.onnx`" in card
+
+    longer = base.model.model_copy(update={"max_len": 8})
+    with pytest.raises(ConfigError, match="teacher: .*ocr.onnx.*must match"):
+        load_teacher(teacher_config.output, longer.network())
+    with pytest.raises(ConfigError, match="teacher: .*missing.onnx: no such file"):
+        load_teacher(tmp_path / "missing.onnx", longer.network())
+
+
 def test_a_trained_model_starts_a_network_on_another_crop_size_without_the_context_layer(
     tmp_path: Path, tiny_shared: Path
 ) -> None:

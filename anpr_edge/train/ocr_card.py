@@ -145,7 +145,7 @@ that command on the exported ONNX model through the runtime path (`PlateRecogniz
 
 ## Recipe
 AdamW (lr {config.lr}{_encoder_rate(config)}, weight decay {config.weight_decay}), warm-up then cosine over a {config.minutes:g}-minute
-time budget, batch {config.batch_size}, label smoothing {config.label_smoothing}{_token_noise(config)}{_ema(config)}, train-time augmentation
+time budget, batch {config.batch_size}, label smoothing {config.label_smoothing}{_token_noise(config)}{_ema(config)}{_distill(config)}, train-time augmentation
 (affine, colour, IR grey, polarity inversion, blur, motion blur, low resolution, noise, JPEG). Best step by
 mean exact match on the validation splits: step {result.best_step} of {result.steps}, {result.seconds / 60:.1f}
 minutes of training on {machine()}.
@@ -200,6 +200,13 @@ def _ema(config: OcrTrainConfig) -> str:
         return ""
     return (f", weights averaged (exponential moving average, decay {config.ema_decay:g}; the average is what "
             "was validated and exported)")
+
+
+def _distill(config: OcrTrainConfig) -> str:
+    if config.teacher is None or config.distill_weight <= 0:
+        return ""
+    return (f", distilled from `{Path(config.teacher).name}` (KL divergence to its per-character distributions on "
+            f"the same batches, weight {config.distill_weight:g}, temperature {config.distill_temperature:g})")
 
 
 def _token_noise(config: OcrTrainConfig) -> str:

@@ -117,6 +117,19 @@ class OcrTrainConfig(Section):
         "validation scores, selects and exports the average instead of the raw weights, which are noisier step "
         "to step. 0: off.",
     )
+    teacher: Path | None = Field(
+        None,
+        description="Distillation: an OCR exported by train-ocr (e.g. engines/ocr.onnx) whose per-position "
+        "distributions on each training batch (same images and augmentation, teacher forcing on the same "
+        "characters) the model also learns, beside the labels. Its charset and max_len must match; its crop is "
+        "resized from the batch's. None: off.",
+    )
+    distill_weight: float = Field(
+        1.0, ge=0.0, description="Weight of the distillation loss (KL divergence to the teacher, times T^2)."
+    )
+    distill_temperature: float = Field(
+        2.0, gt=0.0, le=10.0, description="Softmax temperature of teacher and model in the distillation loss."
+    )
     minutes: float = Field(60.0, gt=0, description="Training time budget (the schedule anneals to it).")
     eval_every: int = Field(250, ge=1, description="Validate every N steps.")
     seed: int = 0
@@ -313,6 +326,42 @@ def splice_pool(real: Sequence[RealCrop], size: tuple[int, int], max_len: int) -
 _ENCODER_PARTS = ("encoder.", "position", "context.", "ctc.")
 
 
+def load_teacher(path: Path, student: OcrModelConfig) -> PlateOcrNet:
+    """The frozen teacher network of a distillation run, its weights read back from the exported ONNX."""
+    from anpr_edge.train.onnx_weights import load_onnx_weights, onnx_model_config
+
+    if not path.is_file():
+        raise ConfigError(f"teacher: {path}: no such file")
+    teacher_config = onnx_model_config(path)
+    if teacher_config.charset != student.charset or teacher_config.max_len != student.max_len:
+        raise ConfigError(f"teacher: {path} reads charset {teacher_config.charset!r} up to {teacher_config.max_len} "
+                          f"characters; this config {student.charset!r} up to {student.max_len}: they must match")
+    teacher = PlateOcrNet(teacher_config)
+    load_onnx_weights(teacher, path, export_onnx)
+    teacher.eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) of the per-position distributions at ``temperature``, times its square (so the
+    gradient's scale does not depend on it), averaged over the positions of the batch."""
+    symbols = student_logits.shape[-1]
+    student = F.log_softmax(student_logits.reshape(-1, symbols) / temperature, dim=-1)
+    teacher = F.log_softmax(teacher_logits.reshape(-1, symbols) / temperature, dim=-1)
+    return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature**2
+
+
+def teacher_logits(teacher: PlateOcrNet, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The teacher's teacher-forced logits on the batch, its crop resized from the batch's if it differs."""
+    height, width = teacher.config.height, teacher.config.width
+    if images.shape[-2:] != (height, width):
+        images = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        return teacher.train_logits(images, targets)[0]
+
+
 def parameter_groups(model: PlateOcrNet, encoder_lr_scale: float) -> list[dict[str, Any]]:
     """AdamW parameter groups: one, or (scale below 1) the encoder side at ``encoder_lr_scale`` of the rate
     and the decoder side at the full rate."""
@@ -425,6 +474,10 @@ def train_ocr(
             raise ConfigError(f"{last}: checkpoint was trained without ema_decay; resume with the same training config")
         ema.load_state_dict(state["ema"])
     scored = ema.module if ema is not None else model  # the weights validated, selected and exported
+    teacher = load_teacher(Path(config.teacher), net_config) if config.teacher is not None else None
+    if teacher is not None:
+        log.info("distilling from %s (weight %g, temperature %g)", config.teacher, config.distill_weight,
+                 config.distill_temperature)
     log.info("model: %d parameters, crop %dx%d, max_len %d", count_parameters(model), net_config.width,
              net_config.height, net_config.max_len)
 
@@ -474,6 +527,9 @@ def train_ocr(
         loss = F.cross_entropy(logits.reshape(-1, net_config.n_symbols), targets.reshape(-1),
                                label_smoothing=config.label_smoothing)
         loss = loss + config.ctc_weight * ctc_loss(ctc_logits, targets)
+        if teacher is not None and config.distill_weight > 0:
+            loss = loss + config.distill_weight * distillation_loss(
+                logits, teacher_logits(teacher, images, targets), config.distill_temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
