@@ -474,7 +474,7 @@ def train_ocr(
             raise ConfigError(f"{last}: checkpoint was trained without ema_decay; resume with the same training config")
         ema.load_state_dict(state["ema"])
     scored = ema.module if ema is not None else model  # the weights validated, selected and exported
-    teacher = load_teacher(Path(config.teacher), net_config) if config.teacher is not None else None
+    teacher = load_teacher(config.teacher, net_config) if config.teacher is not None else None
     if teacher is not None:
         log.info("distilling from %s (weight %g, temperature %g)", config.teacher, config.distill_weight,
                  config.distill_temperature)
