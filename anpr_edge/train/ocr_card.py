@@ -205,7 +205,7 @@ def _ema(config: OcrTrainConfig) -> str:
 def _distill(config: OcrTrainConfig) -> str:
     if config.teacher is None or config.distill_weight <= 0:
         return ""
-    return (f", distilled from `{Path(config.teacher).name}` (KL divergence to its per-character distributions on "
+    return (f", distilled from `{config.teacher.name}` (KL divergence to its per-character distributions on "
             f"the same batches, weight {config.distill_weight:g}, temperature {config.distill_temperature:g})")
 
 

@@ -434,6 +434,11 @@ def train_ocr(
     rng = np.random.default_rng(config.seed)
     checkpoints = config.checkpoint_dir or paths.cache_dir() / "ocr-train"
     net_config = config.model.network()
+    # Loaded first: a wrong teacher path fails before minutes of data loading and synthetic rendering.
+    teacher = load_teacher(config.teacher, net_config) if config.teacher is not None else None
+    if teacher is not None:
+        log.info("distilling from %s (weight %g, temperature %g)", config.teacher, config.distill_weight,
+                 config.distill_temperature)
 
     real, val_sets, test_sets = load_real_sets(config)
     synth = synthetic_pool(config)
@@ -474,10 +479,6 @@ def train_ocr(
             raise ConfigError(f"{last}: checkpoint was trained without ema_decay; resume with the same training config")
         ema.load_state_dict(state["ema"])
     scored = ema.module if ema is not None else model  # the weights validated, selected and exported
-    teacher = load_teacher(config.teacher, net_config) if config.teacher is not None else None
-    if teacher is not None:
-        log.info("distilling from %s (weight %g, temperature %g)", config.teacher, config.distill_weight,
-                 config.distill_temperature)
     log.info("model: %d parameters, crop %dx%d, max_len %d", count_parameters(model), net_config.width,
              net_config.height, net_config.max_len)
 
