@@ -467,6 +467,12 @@ class FormatsConfig(Section):
         description="...and only if its text, without the look-alikes' probability (0/O, 8/B...), is at least "
         "this probable relative to the reading: one confident swap is fixed, several are not forced.",
     )
+    trim_leading: bool = Field(
+        True,
+        description="A reading that fits no format but does without its first character is reported "
+        "without it: the EU band's country code or stars read as one more character (UCF058NS for CF058NS). "
+        "A reading that fits a format as it is is never trimmed.",
+    )
     allow: list[str] = Field(default_factory=list, description="Allow-list plates (events say which entry matched).")
     deny: list[str] = Field(default_factory=list, description="Deny-list plates (deny wins a tie with allow).")
     max_distance: int = Field(1, ge=0, le=3, description="Edit distance up to which a plate matches a list entry.")

@@ -131,7 +131,8 @@ def region_reformatter(formats_config: FormatsConfig, charset: str,
         return None
     loaded = load_formats(formats, formats_config.custom)
     return lambda read: format_read(read, charset, loaded, min_ratio=formats_config.min_ratio,
-                                    min_unaided_ratio=formats_config.min_unaided_ratio)
+                                    min_unaided_ratio=formats_config.min_unaided_ratio,
+                                    trim_leading=formats_config.trim_leading)
 
 
 def evaluate(name: str, items: Sequence[LabeledImage], reader: Reader, size: tuple[int, int], padding: float = 0.15,

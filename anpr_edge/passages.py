@@ -494,7 +494,8 @@ class PassageBuilder:
         vote = self._current_vote(passage)
         if vote is not None and vote.text and self._formats:
             choice = constrain(vote.probs, self.charset, self._formats, min_ratio=self.formats.min_ratio,
-                               min_unaided_ratio=self.formats.min_unaided_ratio)
+                               min_unaided_ratio=self.formats.min_unaided_ratio,
+                               trim_leading=self.formats.trim_leading)
             vote = apply_format(vote, choice, self.calibration)
         reason = None
         if vote is None:

@@ -108,12 +108,14 @@ class PlateReader:
         formats: Sequence[PlateFormat] = (),
         min_ratio: float = 0.5,
         min_unaided_ratio: float = DEFAULT_MIN_UNAIDED_RATIO,
+        trim_leading: bool = True,
         fallback: PlateDetector | None = None,
     ) -> None:
         self.detector, self.recognizer, self.padding, self.rectify = detector, recognizer, padding, rectify
         self.extra_cuts = tuple(extra_cuts)
         self.fallback = fallback
         self.formats, self.min_ratio, self.min_unaided_ratio = tuple(formats), min_ratio, min_unaided_ratio
+        self.trim_leading = trim_leading
 
     @classmethod
     def from_config(cls, config: AppConfig, *, fallback: bool = True) -> PlateReader:
@@ -124,13 +126,15 @@ class PlateReader:
                    rectify=config.crop.rectify, extra_cuts=config.crop.extra_cuts,
                    formats=load_plate_formats(config), min_ratio=config.formats.min_ratio,
                    min_unaided_ratio=config.formats.min_unaided_ratio,
+                   trim_leading=config.formats.trim_leading,
                    fallback=load_fallback_detector(config, detector) if fallback else None)
 
     def with_formats(self, formats: Sequence[PlateFormat]) -> PlateReader:
         """The same models reading under other formats (evaluation per region)."""
         return PlateReader(self.detector, self.recognizer, padding=self.padding, rectify=self.rectify,
                            extra_cuts=self.extra_cuts, formats=formats,
-                           min_ratio=self.min_ratio, min_unaided_ratio=self.min_unaided_ratio, fallback=self.fallback)
+                           min_ratio=self.min_ratio, min_unaided_ratio=self.min_unaided_ratio,
+                           trim_leading=self.trim_leading, fallback=self.fallback)
 
     def format_reads(self, reads: list[PlateRead]) -> list[PlateRead]:
         """``reads`` under this reader's formats (unchanged without formats)."""
@@ -138,7 +142,7 @@ class PlateReader:
             return reads
         charset = self.recognizer.charset
         return [format_read(r, charset, self.formats, min_ratio=self.min_ratio,
-                            min_unaided_ratio=self.min_unaided_ratio) for r in reads]
+                            min_unaided_ratio=self.min_unaided_ratio, trim_leading=self.trim_leading) for r in reads]
 
     def read_detections(
         self, image: np.ndarray, detections: Detections, *, camera_id: str = "", frame_index: int = -1

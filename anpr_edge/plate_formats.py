@@ -242,6 +242,7 @@ def constrain(
     *,
     min_ratio: float = 0.5,
     min_unaided_ratio: float = DEFAULT_MIN_UNAIDED_RATIO,
+    trim_leading: bool = True,
     confusables: Mapping[str, str] = CONFUSABLES,
 ) -> FormatChoice:
     """The best text under the formats if it is probable enough, else the unconstrained reading.
@@ -254,6 +255,12 @@ def constrain(
     the earlier format. A layout is also skipped when its text, without the look-alikes' share, is less than
     ``min_unaided_ratio`` times as probable as the reading: one confident look-alike swap is fixed, but a
     plate of another format (a 6-digit plate made ``DDDLLL`` by three swaps) is not forced into one.
+
+    ``trim_leading``: when no layout fits the reading, the layouts are tried once more on the reading
+    without its first character, with the same thresholds against the rest of the reading. The EU band's
+    country code or ring of stars is sometimes read as one more character in front of the plate
+    (``UCF058NS`` for ``CF058NS``); a reading that fits no format but does without that character is the
+    plate behind the band. A reading that fits any format as it is is never trimmed.
     """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(charset) + 1:
@@ -262,9 +269,33 @@ def constrain(
     fallback = FormatChoice(text, None, chars, probability, text, probability)
     if not text:
         return fallback
-    max_len = len(probs)
     slots: dict[frozenset[str], _Slot] = {}
-    best: tuple[float, FormatChoice] | None = None
+    found = _best_layout(probs, charset, formats, probability, min_ratio, min_unaided_ratio, confusables, slots)
+    if found is None and trim_leading and len(text) >= 3:
+        # The rest of the reading: its probability without the first character's factor.
+        rest = probability / max(chars[0], 1e-300)
+        found = _best_layout(probs[1:], charset, formats, rest, min_ratio, min_unaided_ratio, confusables, slots)
+    if found is None:
+        return fallback
+    picked, effective, p_effective, name = found
+    return FormatChoice("".join(charset[s - 1] for s in picked), name, effective, p_effective, text, probability)
+
+
+def _best_layout(
+    probs: np.ndarray,
+    charset: str,
+    formats: Sequence[PlateFormat],
+    probability: float,
+    min_ratio: float,
+    min_unaided_ratio: float,
+    confusables: Mapping[str, str],
+    slots: dict[frozenset[str], _Slot],
+) -> tuple[list[int], tuple[float, ...], float, str] | None:
+    """(symbols, their probabilities with look-alike mass, text probability, format) of the layout whose
+    text is most probable without the look-alikes' share, among those within the thresholds of
+    ``probability``; None when none is (see ``constrain``)."""
+    max_len = len(probs)
+    best: tuple[float, tuple[list[int], tuple[float, ...], float, str]] | None = None
     for plate_format in formats:
         for layout in plate_format.layouts:
             if len(layout) > max_len:
@@ -287,16 +318,8 @@ def constrain(
                 if p_effective < min_ratio * probability or p_plain < min_unaided_ratio * probability:
                     continue
                 if best is None or p_plain > best[0]:
-                    candidate = FormatChoice(
-                        "".join(charset[s - 1] for s in picked),
-                        plate_format.name,
-                        tuple(effective),
-                        p_effective,
-                        text,
-                        probability,
-                    )
-                    best = (p_plain, candidate)
-    return fallback if best is None else best[1]
+                    best = (p_plain, (picked, tuple(effective), p_effective, plate_format.name))
+    return None if best is None else best[1]
 
 
 # ------------------------------------------------------------------------------------ allow/deny lists
@@ -307,6 +330,7 @@ def format_read(
     *,
     min_ratio: float = 0.5,
     min_unaided_ratio: float = DEFAULT_MIN_UNAIDED_RATIO,
+    trim_leading: bool = True,
 ) -> PlateRead:
     """``read`` with its text chosen under ``formats`` (``constrain`` on its per-position probabilities).
 
@@ -316,7 +340,8 @@ def format_read(
     """
     if not formats or read.char_probs is None or not read.text:
         return read
-    choice = constrain(read.char_probs, charset, formats, min_ratio=min_ratio, min_unaided_ratio=min_unaided_ratio)
+    choice = constrain(read.char_probs, charset, formats, min_ratio=min_ratio, min_unaided_ratio=min_unaided_ratio,
+                       trim_leading=trim_leading)
     if choice.format is None:
         return read
     chars = tuple(min(float(p), 1.0) for p in choice.char_probs)

@@ -383,6 +383,15 @@ def test_format_correction_and_list_match_in_the_event() -> None:
     assert (out[0][1].text, out[0][1].plate_format, out[0][1].matched) == ("HELLO42", None, None)
 
 
+def test_a_band_read_in_most_frames_is_trimmed_from_the_voted_text() -> None:
+    # Most frames read the EU band as a U in front; the vote keeps the 8 characters, the FR format drops it.
+    steps = [[(moving_box((200, 100), (0, 15), i), "UCF058NS" if i < 6 else "CF058NS")] for i in range(8)]
+    out = drive(builder(formats=FormatsConfig(regions=["FR"])), steps + empty(8))
+    assert len(out) == 1 and (out[0][1].text, out[0][1].plate_format) == ("CF058NS", "FR")
+    out = drive(builder(formats=FormatsConfig(regions=["FR"], trim_leading=False)), steps + empty(8))
+    assert (out[0][1].text, out[0][1].plate_format) == ("UCF058NS", None)
+
+
 # --------------------------------------------------------------------------------- privacy and images
 def test_hashed_text_for_privacy() -> None:
     events = EventsConfig(early=False, hash_text=True, hash_salt="s3cret", crop="none")

@@ -157,6 +157,38 @@ def test_length_is_not_changed_by_a_format() -> None:
     assert choice.text == "ABC1D2" and choice.format is None
 
 
+def test_a_band_read_as_a_leading_character_is_trimmed() -> None:
+    # The EU band read as a U in front of a French SIV plate: UCF058NS fits no format, CF058NS fits FR.
+    probs = char_probs("UCF058NS")
+    choice = constrain(probs, CHARSET, fmt("FR", "UK"))
+    assert (choice.text, choice.format, choice.unconstrained_text) == ("CF058NS", "FR", "UCF058NS")
+    assert len(choice.char_probs) == 7 and choice.corrected
+    # ... and a look-alike behind the band is fixed as usual: the O of FCFO58NS stands in a digit slot.
+    probs = char_probs("FCFO58NS", alternatives={3: ("0", 0.2)})
+    assert constrain(probs, CHARSET, fmt("FR")).text == "CF058NS"
+    # Off, the reading stays as it is.
+    assert constrain(char_probs("UCF058NS"), CHARSET, fmt("FR"), trim_leading=False).text == "UCF058NS"
+
+
+def test_a_reading_that_fits_as_it_is_is_never_trimmed() -> None:
+    # FR's old FNI layout fits 1234AB75 itself; trimmed, 234AB75 would fit it too.
+    choice = constrain(char_probs("1234AB75"), CHARSET, fmt("FR"))
+    assert (choice.text, choice.format) == ("1234AB75", "FR")
+    # A plate that fits no format either way keeps its reading and gets none.
+    choice = constrain(char_probs("QHELLO42"), CHARSET, fmt("FR", "BR"))
+    assert (choice.text, choice.format) == ("QHELLO42", None)
+    # GENERIC fits every reading of 2-10 characters, so nothing is trimmed where it is configured.
+    assert constrain(char_probs("UCF058NS"), CHARSET, fmt("FR", "GENERIC")).format == "GENERIC"
+
+
+def test_format_read_trims_the_band() -> None:
+    read = make_read("DAB123CD", (10, 20, 110, 45))
+    fixed = format_read(read, CHARSET, fmt("FR"))
+    assert (fixed.text, fixed.format) == ("AB123CD", "FR") and len(fixed.char_confidences) == 7
+    assert format_read(read, CHARSET, fmt("FR"), trim_leading=False) is read
+    assert FormatsConfig().trim_leading is True
+
+
 def test_empty_reading_and_no_formats() -> None:
     assert constrain(char_probs(""), CHARSET, fmt("GENERIC")).text == ""
     assert constrain(char_probs("AB123CD"), CHARSET, ()).format is None
