@@ -469,7 +469,7 @@ class FormatsConfig(Section):
     )
     trim_leading: bool = Field(
         True,
-        description="A reading that fits no format but does without its first character is reported "
+        description="A reading that fits no format but does without its first letter is reported "
         "without it: the EU band's country code or stars read as one more character (UCF058NS for CF058NS). "
         "A reading that fits a format as it is is never trimmed.",
     )

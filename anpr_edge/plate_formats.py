@@ -256,11 +256,11 @@ def constrain(
     ``min_unaided_ratio`` times as probable as the reading: one confident look-alike swap is fixed, but a
     plate of another format (a 6-digit plate made ``DDDLLL`` by three swaps) is not forced into one.
 
-    ``trim_leading``: when no layout fits the reading, the layouts are tried once more on the reading
-    without its first character, with the same thresholds against the rest of the reading. The EU band's
-    country code or ring of stars is sometimes read as one more character in front of the plate
-    (``UCF058NS`` for ``CF058NS``); a reading that fits no format but does without that character is the
-    plate behind the band. A reading that fits any format as it is is never trimmed.
+    ``trim_leading``: when no layout fits a reading that starts with a letter, the layouts are tried once
+    more on the reading without that letter, with the same thresholds against the rest of the reading. The
+    EU band's country code or ring of stars is sometimes read as one more letter in front of the plate
+    (``UCF058NS`` for ``CF058NS``); a reading that fits no format but does without it is the plate behind
+    the band. A reading that fits any format as it is is never trimmed, nor one that starts with a digit.
     """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(charset) + 1:
@@ -271,7 +271,7 @@ def constrain(
         return fallback
     slots: dict[frozenset[str], _Slot] = {}
     found = _best_layout(probs, charset, formats, probability, min_ratio, min_unaided_ratio, confusables, slots)
-    if found is None and trim_leading and len(text) >= 3:
+    if found is None and trim_leading and len(text) >= 3 and text[0] in LETTERS:
         # The rest of the reading: its probability without the first character's factor.
         rest = probability / max(chars[0], 1e-300)
         found = _best_layout(probs[1:], charset, formats, rest, min_ratio, min_unaided_ratio, confusables, slots)

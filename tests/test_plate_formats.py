@@ -177,6 +177,8 @@ def test_a_reading_that_fits_as_it_is_is_never_trimmed() -> None:
     # A plate that fits no format either way keeps its reading and gets none.
     choice = constrain(char_probs("QHELLO42"), CHARSET, fmt("FR", "BR"))
     assert (choice.text, choice.format) == ("QHELLO42", None)
+    # A leading digit is not the band: 5722WJG stays, although 722WJG would fit the US DDDLLL.
+    assert constrain(char_probs("5722WJG"), CHARSET, fmt("FR", "US")).text == "5722WJG"
     # GENERIC fits every reading of 2-10 characters, so nothing is trimmed where it is configured.
     assert constrain(char_probs("UCF058NS"), CHARSET, fmt("FR", "GENERIC")).format == "GENERIC"
 
