@@ -110,6 +110,12 @@ class DetectorConfig(Section):
         "detector run on those photos only. null, or a size not above input_size, turns it off. The daemon does "
         "not use it: an approaching car's plate grows in later frames.",
     )
+    fallback_below: Probability | None = Field(
+        0.2,
+        description="`anpr-edge read` only: also take the second look (fallback_size) at a photo whose plates "
+        "found at input_size all read below this confidence (a grille found instead of a distant plate, a plate "
+        "too small to read); the boxes it adds are read as well. null: only photos with no plate found.",
+    )
     confidence: Probability = Field(0.35, description="Minimum detector score for a plate box.")
     iou: Probability = Field(0.5, description="IoU above which overlapping boxes are merged by NMS.")
     max_detections: int = Field(20, ge=1, le=1000, description="Most plates kept per frame.")

@@ -21,6 +21,7 @@ from anpr_edge.plate_formats import (
     format_read,
     load_formats,
 )
+from anpr_edge.tracking import iou_matrix
 from anpr_edge.values import Detections, PlateCrop, PlateRead
 
 log = logging.getLogger("anpr_edge.pipeline")
@@ -110,10 +111,11 @@ class PlateReader:
         min_unaided_ratio: float = DEFAULT_MIN_UNAIDED_RATIO,
         trim_leading: bool = True,
         fallback: PlateDetector | None = None,
+        fallback_below: float | None = None,
     ) -> None:
         self.detector, self.recognizer, self.padding, self.rectify = detector, recognizer, padding, rectify
         self.extra_cuts = tuple(extra_cuts)
-        self.fallback = fallback
+        self.fallback, self.fallback_below = fallback, fallback_below
         self.formats, self.min_ratio, self.min_unaided_ratio = tuple(formats), min_ratio, min_unaided_ratio
         self.trim_leading = trim_leading
 
@@ -127,14 +129,15 @@ class PlateReader:
                    formats=load_plate_formats(config), min_ratio=config.formats.min_ratio,
                    min_unaided_ratio=config.formats.min_unaided_ratio,
                    trim_leading=config.formats.trim_leading,
-                   fallback=load_fallback_detector(config, detector) if fallback else None)
+                   fallback=load_fallback_detector(config, detector) if fallback else None,
+                   fallback_below=config.models.detector.fallback_below)
 
     def with_formats(self, formats: Sequence[PlateFormat]) -> PlateReader:
         """The same models reading under other formats (evaluation per region)."""
         return PlateReader(self.detector, self.recognizer, padding=self.padding, rectify=self.rectify,
                            extra_cuts=self.extra_cuts, formats=formats,
                            min_ratio=self.min_ratio, min_unaided_ratio=self.min_unaided_ratio,
-                           trim_leading=self.trim_leading, fallback=self.fallback)
+                           trim_leading=self.trim_leading, fallback=self.fallback, fallback_below=self.fallback_below)
 
     def format_reads(self, reads: list[PlateRead]) -> list[PlateRead]:
         """``reads`` under this reader's formats (unchanged without formats)."""
@@ -189,9 +192,34 @@ class PlateReader:
         camera_id: str = "",
         frame_indices: Sequence[int] | None = None,
     ) -> list[list[PlateRead]]:
-        """Reads per image, sorted by confidence (best first)."""
-        detections = self.detect(images)
+        """Reads per image, sorted by confidence (best first).
+
+        With a ``fallback`` detector, an image gets a second, larger look when the first found no plate or,
+        with ``fallback_below``, none that reads with at least that confidence (a grille found instead of a
+        distant plate); the second look's boxes that overlap none of the first's are read too.
+        """
         indices = list(frame_indices) if frame_indices is not None else [-1] * len(images)
+        detections = self.detector.detect(images)
+        per_image = self._read_found(images, detections, camera_id, indices)
+        if self.fallback is not None:
+            again = [n for n, reads in enumerate(per_image) if self._look_again(reads)]
+            if again:
+                more = self.fallback.detect([images[n] for n in again])
+                new = [found[_not_overlapping(found, detections[n], self.fallback.iou)]
+                       for n, found in zip(again, more)]
+                extra = self._read_found([images[n] for n in again], new, camera_id, [indices[n] for n in again])
+                for n, reads in zip(again, extra):
+                    per_image[n] += reads
+        return [sorted(reads, key=lambda r: -r.confidence) for reads in per_image]
+
+    def _look_again(self, reads: Sequence[PlateRead]) -> bool:
+        if not reads:
+            return True
+        return self.fallback_below is not None and max(r.confidence for r in reads) < self.fallback_below
+
+    def _read_found(self, images: Sequence[np.ndarray], detections: Sequence[Detections], camera_id: str,
+                    indices: Sequence[int]) -> list[list[PlateRead]]:
+        """The formatted reads of every detected plate, per image (one OCR batch for all)."""
         cut_sets, owner = [], []
         for n, (image, found) in enumerate(zip(images, detections)):
             for box, score in zip(found.xyxy, found.confidence):
@@ -200,4 +228,11 @@ class PlateReader:
         per_image: list[list[PlateRead]] = [[] for _ in images]
         for n, plate in zip(owner, self.read_cut_sets(cut_sets, formatted=True)):
             per_image[n].append(plate)
-        return [sorted(reads, key=lambda r: -r.confidence) for reads in per_image]
+        return per_image
+
+
+def _not_overlapping(found: Detections, kept: Detections, iou: float) -> np.ndarray:
+    """Indices of the boxes of ``found`` that overlap no box of ``kept`` by more than ``iou``."""
+    if len(kept) == 0 or len(found) == 0:
+        return np.arange(len(found))
+    return np.flatnonzero(iou_matrix(found.xyxy, kept.xyxy).max(axis=1) <= iou)

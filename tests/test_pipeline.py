@@ -1,4 +1,5 @@
-"""PlateReader's second look (``models.detector.fallback_size``): photos where the detector finds nothing."""
+"""PlateReader's second look (``models.detector.fallback_size``): photos where the detector finds nothing, or
+only plates that read weakly (``fallback_below``)."""
 
 from __future__ import annotations
 
@@ -28,12 +29,13 @@ class CountingDetector(PlateDetector):
         return super().detect(images)
 
 
-def _reader(tmp_path: Path, primary_confidence: float) -> tuple[PlateReader, CountingDetector]:
+def _reader(tmp_path: Path, primary_confidence: float, fallback_below: float | None = None,
+            fallback_size: int = 128) -> tuple[PlateReader, CountingDetector]:
     backend = create_backend("onnxruntime", constant_detector(tmp_path / "d.onnx", ROWS, size=None))
     primary = PlateDetector(backend, input_size=64, confidence=primary_confidence)
-    fallback = CountingDetector(backend, input_size=128, confidence=0.5)
+    fallback = CountingDetector(backend, input_size=fallback_size, confidence=0.5)
     recognizer = PlateRecognizer(create_backend("onnxruntime", brightness_ocr(tmp_path / "ocr.onnx")))
-    return PlateReader(primary, recognizer, fallback=fallback), fallback
+    return PlateReader(primary, recognizer, fallback=fallback, fallback_below=fallback_below), fallback
 
 
 def test_the_fallback_looks_again_only_where_the_first_pass_found_nothing(tmp_path: Path) -> None:
@@ -52,6 +54,26 @@ def test_the_fallback_looks_again_only_where_the_first_pass_found_nothing(tmp_pa
         np.testing.assert_allclose(read.box, (34.375, 42.1875, 65.625, 57.8125), rtol=1e-5)
         assert read.text == "A"
     assert reader.with_formats(()).fallback is fallback
+
+
+def test_a_weak_read_gets_a_second_look_and_its_new_plates_are_read_too(tmp_path: Path) -> None:
+    image = np.full((200, 200, 3), 255, np.uint8)
+    reader, fallback = _reader(tmp_path, primary_confidence=0.5)
+    ((first,),) = reader.read([image])
+    # Below the threshold the 128 px pass looks again; its box is elsewhere, so the photo has two reads.
+    reader, fallback = _reader(tmp_path, primary_confidence=0.5, fallback_below=min(first.confidence + 0.01, 1.0))
+    (reads,) = reader.read([image])
+    assert fallback.images_seen == 1 and len(reads) == 2
+    boxes = sorted(tuple(round(v, 3) for v in r.box) for r in reads)
+    assert boxes == [(34.375, 42.188, 65.625, 57.812), (68.75, 84.375, 131.25, 115.625)]
+    # At or above the threshold: no second look.
+    reader, fallback = _reader(tmp_path, primary_confidence=0.5, fallback_below=first.confidence * 0.99)
+    (reads,) = reader.read([image])
+    assert fallback.images_seen == 0 and len(reads) == 1
+    # A second look that finds the same plate again adds nothing (its box overlaps the first one's).
+    reader, fallback = _reader(tmp_path, primary_confidence=0.5, fallback_below=1.0, fallback_size=64)
+    (reads,) = reader.read([image])
+    assert fallback.images_seen == 1 and len(reads) == 1
 
 
 def _config(tmp_path: Path, model: Path, detector: str = "") -> Path:
