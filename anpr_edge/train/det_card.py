@@ -115,7 +115,8 @@ and `andrewmvd-car-plates` leaves some background plates unlabelled, so their pr
 pessimistic (a spot-check of the FPs is in the notes below). Exact match is end to end (detector + crop +
 OCR; the image's most confident read against its label) where the labels have text (fr only). Times are
 `PlateReader.read` per image, decoding excluded, as `anpr-edge read` runs by default: a photo in which the
-first pass finds no plate is looked at again at `models.detector.fallback_size` (the daemon does not do this).
+first pass finds no plate, or only plates that read below `models.detector.fallback_below`, is looked at again
+at `models.detector.fallback_size` (the daemon does not do this).
 
 {format_table(reports)}
 
