@@ -175,16 +175,6 @@ class PlateReader:
             reads = self.format_reads(reads)
         return most_confident(reads, [len(cuts) for cuts in cut_sets])
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """Plate boxes per image: ``detector``'s, and ``fallback``'s for the images where it found none."""
-        detections: list[Detections] = self.detector.detect(images)
-        if self.fallback is not None:
-            missed = [n for n, found in enumerate(detections) if len(found) == 0]
-            if missed:
-                for n, found in zip(missed, self.fallback.detect([images[n] for n in missed])):
-                    detections[n] = found
-        return detections
-
     def read(
         self,
         images: Sequence[np.ndarray],
