@@ -51,6 +51,7 @@ MAX_LAYOUTS = 512
 
 # Letters some countries never use in serials (they look like digits or each other).
 _FR = "[A-HJ-NP-TV-Z]"  # no I, O, U
+_FR_FNI = "[A-HJ-NP-Z]"  # never I or O; U only on series before November 1984, still on the road
 _IT = "[A-HJ-NPR-TV-Z]"  # no I, O, Q, U
 _ES = "[BCDFGHJKLMNPRSTVWXYZ]"  # consonants only (current series)
 
@@ -58,7 +59,9 @@ _ES = "[BCDFGHJKLMNPRSTVWXYZ]"  # consonants only (current series)
 BUILTIN_FORMATS: Mapping[str, tuple[str, ...]] = {
     # Most EU serials: letter and digit groups, e.g. AB123CD, B1234XY, 12ABC34.
     "EU": ("L{1,3}D{1,4}L{1,3}", "D{1,4}L{1,3}D{1,3}", "L{1,3}D{2,5}"),
-    "FR": (f"{_FR}{{2}}-DDD-{_FR}{{2}}", "D{1,4}-L{2,3}-D{2}"),  # SIV (since 2009), FNI (old, dept. last)
+    # SIV (since 2009); FNI (1950-2009, department last: two digits, 2A/2B for Corsica, 97x overseas).
+    "FR": (f"{_FR}{{2}}-DDD-{_FR}{{2}}", f"D{{1,4}}-{_FR_FNI}{{2,3}}-D{{2}}", f"D{{1,4}}-{_FR_FNI}{{2,3}}-[2][AB]",
+           f"D{{1,3}}-{_FR_FNI}{{2,3}}-[9][7]D"),
     "DE": ("L{1,3}-L{1,2}-D{1,4}[EH]?",),  # district, letters, digits, optional E (electric) / H (historic)
     "ES": (f"DDDD-{_ES}{{3}}", "L{1,2}-DDDD-L{0,2}"),  # current national, old provincial
     "IT": (f"{_IT}{{2}}-DDD-{_IT}{{2}}",),

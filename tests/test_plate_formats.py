@@ -144,6 +144,17 @@ def test_format_read_rewrites_a_read_under_the_formats() -> None:
     assert format_read(vanity, CHARSET, fmt("FR")) is vanity
 
 
+def test_french_old_plates_never_carry_i_or_o() -> None:
+    # A narrow French D read as 0: the O it would become under "any letter" is never issued, so the D is kept.
+    probs = char_probs("1218Z025", alternatives={5: ("D", 0.3)})
+    assert constrain(probs, CHARSET, fmt("FR")).text == "1218ZD25"
+    assert constrain(char_probs("515NO70", alternatives={4: ("D", 0.35)}), CHARSET, fmt("FR")).text == "515ND70"
+    # Corsica's 2A/2B and the overseas 97x departments close an old plate too.
+    for plate in ("123AB2A", "4567XY2B", "123ABC974", "1234AB75"):
+        assert text_format(plate, fmt("FR")) == "FR", plate
+    assert text_format("1234OB75", fmt("FR")) is None
+
+
 def test_tunisian_word_read_as_seven() -> None:
     probs = char_probs("12878086", alternatives={3: ("T", 0.1)})
     choice = constrain(probs, CHARSET, fmt("TN"))
