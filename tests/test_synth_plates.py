@@ -83,6 +83,31 @@ def test_render_plate_accepts_any_compatible_text() -> None:
         sp.render_plate("AB12", "moto_2line", rng, split=4)
 
 
+def test_french_plates_draw_the_short_tail_q_and_keep_q_in_the_label() -> None:
+    for stem in ("NimbusSans-Bold", "RobotoCondensed-Bold", "OSP-DIN"):
+        o, q, font_q = sp._glyph(stem, "O", 0), sp._glyph(stem, sp.SHORT_TAIL_Q, 0), sp._glyph(stem, "Q", 0)
+        h, w = o.mask.shape
+        # The O's bowl is all there, the tick adds ink only at the bottom right, and it ends close under
+        # the bowl where the face's own Q hangs its tail further down (or elsewhere).
+        assert q.mask.shape[1] == w and np.array_equal(np.maximum(q.mask[:h], o.mask), q.mask[:h])
+        added = (q.mask[:h].astype(int) - o.mask) > 127
+        ys, xs = np.nonzero(added)
+        assert len(ys) > 0.005 * h * w and ys.min() > 0.5 * h and xs.min() > 0.4 * w
+        assert h < q.mask.shape[0] <= 1.1 * h and not np.array_equal(q.mask, font_q.mask)
+    layout = sp.LAYOUTS["eu_fr_siv"]
+    assert 0 < layout.short_tail_q < 1 and sp.LAYOUTS["eu_de"].short_tail_q == 0
+    always = sp.Layout(**{**layout.__dict__, "short_tail_q": 1.0})
+    never = sp.Layout(**{**layout.__dict__, "short_tail_q": 1e-12})  # draws the same random numbers
+    drawn = [sp._render(["QQ-123-QQ"], lay, np.random.default_rng(4), 100).text_mask for lay in (always, never)]
+    assert drawn[0].shape == drawn[1].shape and not np.array_equal(*drawn)  # same plate, different Q
+    same = [sp._render(["AB-123-CD"], lay, np.random.default_rng(4), 100).text_mask for lay in (always, never)]
+    assert np.array_equal(*same)  # no Q, nothing changes
+    rng = np.random.default_rng(1)
+    for _ in range(30):  # the label still says Q
+        sample = sp.synth_sample(rng, ["eu_fr_siv"])
+        assert sp.SHORT_TAIL_Q not in sample.text and set(sample.text) <= set(sp.CHARSET)
+
+
 def test_two_line_layouts_draw_two_rows_top_then_bottom() -> None:
     rng = np.random.default_rng(8)
     two_line = [layout for layout in sp.LAYOUTS.values() if layout.lines == 2]

@@ -45,7 +45,8 @@ from anpr_edge.train.ocr_model import OcrModelConfig, PlateOcrNet, count_paramet
 
 log = logging.getLogger(__name__)
 
-SYNTH_POOL_VERSION = 3  # 2: long tail of in-plane roll (up to 25 degrees); 3: sign and plate typefaces
+SYNTH_POOL_VERSION = 4  # 2: long tail of in-plane roll (up to 25 degrees); 3: sign and plate typefaces;
+# 4: French short-tail Q, more (and narrower) old French FNI plates
 
 
 # ------------------------------------------------------------------------------------------------ config

@@ -98,6 +98,10 @@ _OCR_CROP_SIZE = (192, 64)
 _OCR_CROP_PADDING = 0.2
 
 _REF_FONT_SIZE = 128  # glyphs are rasterised once at this size and resized per plate
+# Stands for the French plate Q in a label line: the O with a short tick across the bottom right of the bowl.
+# The text faces above all draw Q with a long tail below the baseline, and the OCR trained on them read
+# real French Qs as O (BQ360YQ as BO360YO). A private-use code point, so no real text can contain it.
+SHORT_TAIL_Q = "\ue051"
 
 
 # --------------------------------------------------------------------------------------------- fonts
@@ -153,6 +157,8 @@ class _Glyph:
 
 @functools.cache
 def _glyph(stem: str, char: str, bold: int) -> _Glyph:
+    if char == SHORT_TAIL_Q:
+        return _short_tail_q(stem, bold)
     font = _font(stem, _REF_FONT_SIZE)
     left, top, right, bottom = font.getbbox(char, anchor="ls", stroke_width=bold)
     width, height = max(right - left, 1) + 2, max(bottom - top, 1) + 2
@@ -163,6 +169,28 @@ def _glyph(stem: str, char: str, bold: int) -> _Glyph:
     mask = np.asarray(canvas, dtype=np.uint8)
     mask.setflags(write=False)
     return _Glyph(mask, left - 1.0, top - 1.0, font.getlength(char) + bold)
+
+
+def _short_tail_q(stem: str, bold: int) -> _Glyph:
+    """The font's O with a short diagonal tick from inside the bowl to just past its bottom-right edge.
+
+    Drawn from the O (not cut from the Q) because in most faces the Q's tail lies wholly below the bowl:
+    cut at the baseline it would be an O labelled Q.
+    """
+    o = _glyph(stem, "O", bold)
+    h, w = o.mask.shape
+    right_to_left = o.mask[h // 2, ::-1] > 127
+    edge = int(np.argmax(right_to_left))  # the bowl's right edge, from the right
+    stroke = max(int(np.argmin(right_to_left[edge:])), 1) if right_to_left.any() else 1  # its ink width there
+    drop = max(round(0.06 * h), 1)  # how far the tick ends below the bowl
+    mask = np.zeros((h + drop, w), np.uint8)
+    mask[:h] = o.mask
+    start = (0.55 * w, 0.62 * h)
+    end = (0.93 * w, h - 1 + drop * 0.6)
+    cv2.line(mask, (_px(start[0]), _px(start[1])), (_px(end[0]), _px(end[1])), 255,
+             max(round(stroke * 0.8), 1), cv2.LINE_AA)
+    mask.setflags(write=False)
+    return _Glyph(mask, o.left, o.top, o.advance)
 
 
 @functools.cache
@@ -203,6 +231,7 @@ class Layout:
     tracking: tuple[float, float] = (0.03, 0.10)  # extra gap between characters / cap height
     aspect_jitter: float = 0.03  # relative
     max_chars: int = 0  # 0: no limit beyond the patterns
+    short_tail_q: float = 0.0  # share of plates whose Q is the French one (SHORT_TAIL_Q), not the font's
     weight: float = 1.0  # default share in synth_sample
 
 
@@ -275,11 +304,13 @@ LAYOUTS: dict[str, Layout] = {
         # ---------------------------------------------------------------- continental Europe (EU band)
         _eu("eu_de", "D", ("@{1,3}*@{1,2} #{1,4}",), 6.0, emblem="seals", max_chars=8,
             decorations=("eu_band", "border?0.85", "screws?0.3", "emboss?0.6")),
-        _eu("eu_fr_siv", "F", ("@@-###-@@",), 5.0, letters=_NO_IOU,
+        _eu("eu_fr_siv", "F", ("@@-###-@@",), 5.0, letters=_NO_IOU, short_tail_q=0.7,
             decorations=("eu_band", "fr_right", "border?0.4", "screws?0.35")),
-        _eu("eu_fr_fni", "F", ("#### @@ ##", "### @@@ ##", "## @@@ ##", "#### @@@ ##", "### @@ ##"), 1.5,
-            letters=_NO_IOU, colours=((WHITE, BLACK), (WHITE, BLACK), ((250, 200, 20), BLACK)),
-            decorations=("eu_band?0.5", "border?0.5", "screws?0.4", "emboss?0.3")),
+        # Old French numbers (FNI, department last): still on a good share of French cars, white at the
+        # front and yellow (or white) at the rear, in narrow dies.
+        _eu("eu_fr_fni", "F", ("#### @@ ##", "### @@@ ##", "## @@@ ##", "#### @@@ ##", "### @@ ##"), 3.0,
+            letters=_NO_IOU, colours=((WHITE, BLACK), ((250, 200, 20), BLACK)), short_tail_q=0.5,
+            char_width=(0.46, 0.62), decorations=("eu_band?0.5", "border?0.5", "screws?0.4", "emboss?0.3")),
         _eu("eu_it", "I", ("@@ ### @@",), 4.0, letters=_NO_IOQU,
             decorations=("eu_band", "it_right", "border?0.5", "screws?0.3")),
         _eu("eu_es", "E", ("#### @@@",), 4.0, letters=_ES_LETTERS,
@@ -311,8 +342,8 @@ LAYOUTS: dict[str, Layout] = {
         # Old French black plates (pre-1993 cars): silver characters, riveted, no band.
         Layout("fr_fni_black", "EU", 520 / 110, ("#### @@ ##", "### @@@ ##", "## @@ ##"), letters=_NO_IOU,
                colours=((BLACK, (205, 205, 200)), ((30, 30, 34), (230, 230, 225))),
-               decorations=("border?0.7", "screws?0.6", "emboss?0.7"), fonts=_EU_FONTS, char_width=_EU_WIDTH,
-               weight=0.6),
+               decorations=("border?0.7", "screws?0.6", "emboss?0.7"), fonts=_EU_FONTS, char_width=(0.46, 0.62),
+               short_tail_q=0.5, weight=1.0),
         # ------------------------------------------------------------------------- United Kingdom
         Layout("uk_front", "UK", 520 / 111, ("@@## @@@",) * 8 + ("@### @@@", "@@@ ###@", "@@@ ####"),
                colours=((WHITE, BLACK),), letters=_NO_IOQ, accents=(EU_BLUE, (0, 120, 60)),
@@ -598,7 +629,7 @@ def _text_run(
             continue
         glyph = _glyph(stem, char, bold)
         ink = glyph.mask.shape[1] * scale * squeeze
-        if mono and char in CHARSET:
+        if mono and (char in CHARSET or char == SHORT_TAIL_Q):
             advance = max(cell, ink)
             items.append(("g", x + (advance - ink) / 2.0, ink, char))
         else:
@@ -1049,6 +1080,7 @@ class _Style:
     tracking: float
     mono: bool
     emboss: bool
+    short_tail_q: bool = False  # draw Q as SHORT_TAIL_Q (see Layout.short_tail_q)
 
 
 def _pick_style(layout: Layout, rng: np.random.Generator, emboss: bool) -> _Style:
@@ -1058,7 +1090,10 @@ def _pick_style(layout: Layout, rng: np.random.Generator, emboss: bool) -> _Styl
     width = rng.uniform(*layout.char_width)
     squeeze = width / _mean_advance(font, bold)
     mono = font in MONO_FONTS or rng.random() < 0.5  # most plate typefaces are (nearly) fixed-pitch
-    return _Style(font, bold, squeeze, rng.uniform(*layout.tracking), mono, emboss)
+    tracking = rng.uniform(*layout.tracking)
+    # Drawn only for layouts that ask, so the other layouts' random streams stay as they were.
+    short_tail_q = layout.short_tail_q > 0 and rng.random() < layout.short_tail_q
+    return _Style(font, bold, squeeze, tracking, mono, emboss, short_tail_q)
 
 
 def _draw_label(c: _Ctx, lines: Sequence[str], style: _Style) -> np.ndarray:
@@ -1071,6 +1106,8 @@ def _draw_label(c: _Ctx, lines: Sequence[str], style: _Style) -> np.ndarray:
     line_h = ((y2 - y1) - gap * (n - 1)) / n
     width = x2 - x1
     for i, text in enumerate(lines):
+        if style.short_tail_q:
+            text = text.replace("Q", SHORT_TAIL_Q)
         cap = line_h * c.layout.char_height * rng.uniform(0.93, 1.03)
         run = _text_run(text, style.font, cap, width, squeeze=style.squeeze, tracking=style.tracking,
                         bold=style.bold, mono=style.mono, align=0.5)
