@@ -790,6 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
     from anpr_edge.bench.service_bench import register as register_bench_service
     from anpr_edge.bench.sizes import register as register_bench_sizes
     from anpr_edge.bench.stage_bench import register as register_bench_stages
+    from anpr_edge.bench.vote_views import register as register_bench_views
     from anpr_edge.mqtt_cli import register as register_mqtt
     from anpr_edge.probe import add_parser as register_probe
     from anpr_edge.train.dataset_cli import register as register_dataset
@@ -803,6 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_eval(commands)  # eval
     register_bench_sizes(commands)  # bench-sizes
     register_bench_ocr_nets(commands)  # bench-ocr-nets
+    register_bench_views(commands)  # bench-views
     register_bench_roi(commands)  # bench-roi
     register_tensorrt(commands)  # build-engines, calibrate
     register_bench_passages(commands)
