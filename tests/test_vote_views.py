@@ -33,7 +33,7 @@ def plate_image(text: str) -> np.ndarray:
 def test_views_are_model_sized_smaller_and_repeatable() -> None:
     scene = np.full((300, 500, 3), 90, np.uint8)
     scene[100:160, 150:350] = plate_image("ABC1234")
-    settings = ViewSettings(frames=5, min_scale=0.4, box_jitter=0.05)
+    settings = ViewSettings(frames=5, min_scale=0.4)
     views = degraded_views(scene, (150, 100, 350, 160), (192, 64), settings, np.random.default_rng(3))
     assert len(views) == 5
     assert all(crop.shape == (64, 192, 3) and crop.dtype == np.uint8 for crop, _ in views)

@@ -4,7 +4,7 @@ A passage is read in many frames and its reads are voted (``anpr_edge.voting``);
 measures that end to end, but on about a hundred passages per clip set. This scores the same kind of vote on
 every plate of the fixed evaluation sets (validation splits and the French test, ~975 plates): each plate is
 seen ``frames`` times, each time smaller (as from further away: downscaled, sometimes blurred, JPEG-compressed)
-and cut from a jittered box (a detector's box is never the label's), and the views' reads are voted with the
+and cut from a box moved and resized as a detector's box is off from the label's (``datasets.jitter_box``), and the views' reads are voted with the
 runtime's weights (read confidence, plate width, sharpness). Reported per set: the vote, the single most
 confident view, and the mean over views. Models are compared on exactly the same views (one seed).
 """
@@ -31,7 +31,8 @@ class ViewSettings:
 
     frames: int = 6
     min_scale: float = 0.35  # the plate at 35-100% of its photographed size
-    box_jitter: float = 0.04  # std of each box edge's shift, as a share of the box width (x1.5 of its height)
+    box_shift: float = 0.08  # the box's centre moves by up to this share of its size (datasets.jitter_box)
+    box_scale: float = 0.12  # ... and its width and height change by up to this share
     padding: float = 0.15  # the runtime crop's padding (config crop.padding)
 
 
@@ -49,11 +50,11 @@ def degraded_views(image: np.ndarray, box: Sequence[float] | None, size: tuple[i
                    rng: np.random.Generator) -> list[tuple[np.ndarray, float]]:
     """``settings.frames`` (crop, plate width in px) views of the plate at ``box`` (None: the image is the plate)."""
     from anpr_edge.crop import crop_plate
+    from anpr_edge.train.datasets import jitter_box
 
     h, w = image.shape[:2]
     padding = settings.padding if box is not None else 0.05
     x1, y1, x2, y2 = box if box is not None else (0.0, 0.0, float(w), float(h))
-    bw, bh = x2 - x1, y2 - y1
     views = []
     for _ in range(settings.frames):
         scale = rng.uniform(settings.min_scale, 1.0)
@@ -62,9 +63,8 @@ def degraded_views(image: np.ndarray, box: Sequence[float] | None, size: tuple[i
             small = cv2.GaussianBlur(small, (0, 0), rng.uniform(0.3, 1.0))
         encoded = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(35, 85))])[1]
         small = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
-        jx, jy = settings.box_jitter * bw, 1.5 * settings.box_jitter * bh
-        shifted = (x1 + rng.normal(0, jx), y1 + rng.normal(0, jy), x2 + rng.normal(0, jx), y2 + rng.normal(0, jy))
-        views.append((crop_plate(small, [v * scale for v in shifted], size, padding).image, bw * scale))
+        moved = jitter_box((x1, y1, x2, y2), rng, shift=settings.box_shift, scale=settings.box_scale)
+        views.append((crop_plate(small, [v * scale for v in moved], size, padding).image, (x2 - x1) * scale))
     return views
 
 
@@ -123,9 +123,11 @@ def cmd_bench_views(args: argparse.Namespace) -> int:
             raise ConfigError(f"bench-views: model file not found: {path}")
     if not 0.05 <= args.min_scale <= 1.0:
         raise ConfigError(f"bench-views: --min-scale must be within 0.05..1, not {args.min_scale}")
-    if not 0.0 <= args.box_jitter <= 0.5:
-        raise ConfigError(f"bench-views: --box-jitter must be within 0..0.5, not {args.box_jitter}")
-    settings = ViewSettings(frames=args.frames, min_scale=args.min_scale, box_jitter=args.box_jitter)
+    if not 0.0 <= args.box_shift <= 0.5 or not 0.0 <= args.box_scale <= 0.5:
+        raise ConfigError(f"bench-views: --box-shift and --box-scale must be within 0..0.5, not {args.box_shift} "
+                          f"and {args.box_scale}")
+    settings = ViewSettings(frames=args.frames, min_scale=args.min_scale, box_shift=args.box_shift,
+                            box_scale=args.box_scale)
     scores = score_views(models, settings, args.seed, args.threads)
     if args.json:
         sys.stdout.write(json.dumps({"settings": asdict(settings), "seed": args.seed,
@@ -149,8 +151,10 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     bench.add_argument("--frames", type=positive_int, default=6, metavar="N", help="views per plate (default 6)")
     bench.add_argument("--min-scale", type=float, default=0.35, metavar="S",
                        help="smallest view, as a share of the photographed size (default 0.35)")
-    bench.add_argument("--box-jitter", type=float, default=0.04, metavar="F",
-                       help="std of each box edge's shift, share of the box width (x1.5 of its height; default 0.04)")
+    bench.add_argument("--box-shift", type=float, default=0.08, metavar="F",
+                       help="the box's centre moves by up to this share of its size (default 0.08)")
+    bench.add_argument("--box-scale", type=float, default=0.12, metavar="F",
+                       help="the box's width and height change by up to this share (default 0.12)")
     bench.add_argument("--seed", type=int, default=0, metavar="S", help="views seed (default 0)")
     bench.add_argument("--threads", type=positive_int, default=1, metavar="N", help="inference threads (default 1)")
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout instead of Markdown")
