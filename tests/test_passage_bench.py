@@ -288,6 +288,11 @@ def test_voting_against_single_best_frame_uses_the_same_reads() -> None:
     events = [event(p.text, range(p.first_frame, p.last_frame + 1), p.boxes[p.first_frame][0]) for p in TRUTH]
     score = score_clip("clip", TRUTH, events, tracks)
     assert [o.single_best for o in score.outcomes] == ["A8123", "CD456", "EF789", None]
+    # Every read of the passage's tracks is kept with it, in frame order, for diagnosing its event.
+    assert sorted(r.text for r in score.outcomes[2].reads) == ["EF780", "EF789"]  # both of c's tracks
+    assert [r.frame for r in score.outcomes[2].reads] == sorted(r.frame for r in score.outcomes[2].reads)
+    assert score.outcomes[0].as_dict()["reads"] == [[r.frame, r.text, r.confidence] for r in tracks[0].reads]
+    assert score.outcomes[3].reads == ()
     row = summarize([score])[0]
     assert (row.correct, row.single_correct) == (4, 2)
 

@@ -154,6 +154,7 @@ class PassageOutcome:
     first_frame: int
     stop: tuple[int, int] | None = None
     fps: float = 25.0
+    reads: tuple[TrackRead, ...] = ()  # the OCR reads of its tracks, by frame: what the vote had
 
     @property
     def detected(self) -> bool:
@@ -192,6 +193,7 @@ class PassageOutcome:
             "clip": self.clip, "id": self.id, "text": self.text, "source": self.source, "kind": self.kind,
             "events": [event_dict(e) for e in self.events], "correct": self.correct, "single_best": self.single_best,
             "seconds_to_event": None if self.seconds_to_event is None else round(self.seconds_to_event, 2),
+            "reads": [[r.frame, r.text, round(r.confidence, 3)] for r in self.reads],
         }
 
 
@@ -225,6 +227,7 @@ def score_clip(clip: str, passages: Sequence[PassageTruth], events: Sequence[Obs
             clip=clip, id=p.id, text=p.text, source=p.source, kind=p.kind,
             events=tuple(sorted(by_passage.get(k, []), key=lambda e: e.emitted_frame)),
             single_best=single_best_text(per_track.get(k, [])), first_frame=p.first_frame, stop=p.stop, fps=fps,
+            reads=tuple(sorted((r for t in per_track.get(k, []) for r in t.reads), key=lambda r: r.frame)),
         )
         for k, p in enumerate(passages)
         if scored(p)
