@@ -783,6 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_read.set_defaults(handler=cmd_eval_read)
 
     from anpr_edge.bench.accuracy import register as register_eval
+    from anpr_edge.bench.clip_reads import register as register_bench_clip_reads
     from anpr_edge.bench.cli import register as register_bench_passages
     from anpr_edge.bench.mqtt_bench import register as register_bench_mqtt
     from anpr_edge.bench.ocr_nets import register as register_bench_ocr_nets
@@ -805,6 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_bench_sizes(commands)  # bench-sizes
     register_bench_ocr_nets(commands)  # bench-ocr-nets
     register_bench_views(commands)  # bench-views
+    register_bench_clip_reads(commands)  # bench-clip-reads
     register_bench_roi(commands)  # bench-roi
     register_tensorrt(commands)  # build-engines, calibrate
     register_bench_passages(commands)

@@ -25,11 +25,13 @@ from anpr_edge.bench.passage_score import (
     latency_summary,
     match_events,
     score_clip,
+    scored,
     summarize,
 )
 from anpr_edge.config import parse_config
 from anpr_edge.pipeline import PlateReader
 from anpr_edge.train.datasets import split_of
+from anpr_edge.values import Detections
 
 SMALL = pc.ClipOptions(width=320, height=180, fps=10.0, passages=(3, 4), drive_s=(1.0, 1.6), idle_s=(1.0, 1.5),
                        return_gap_s=2.0, min_source_plate_px=60)
@@ -363,3 +365,50 @@ def test_command_smoke_mode_on_traffic_clips(tiny_config, tmp_path: Path, monkey
     (street,) = result["traffic"]
     assert street["clip"] == "street.mp4" and street["frames"] == 12 and street["events"] == len(street["texts"]) >= 1
     assert result["rows"] == [] and not list((tmp_path / "cache").glob("passage-clips-*"))
+
+
+# ------------------------------------------------------------------------------------------ clip reads
+class OracleDetector:
+    """Finds exactly the scored passages' true boxes, in the order ``collect_crops`` asks for frames."""
+
+    def __init__(self, clip: pc.ClipTruth, every: int) -> None:
+        self.passages = [p for p in clip.passages if scored(p)]
+        self.frames = iter([f for f in range(clip.frames) if f % every == 0 and any(f in p.boxes for p in self.passages)])
+
+    def detect(self, images: list[np.ndarray]) -> list[Detections]:
+        frame = next(self.frames)
+        boxes = [p.boxes[frame] for p in self.passages if frame in p.boxes]
+        return [Detections(np.array(boxes, np.float32), np.full(len(boxes), 0.9, np.float32))]
+
+
+def test_clip_reads_pair_models_on_the_same_crops(clip_set: list[pc.ClipTruth], tmp_path: Path) -> None:
+    from anpr_edge.backends import create_backend
+    from anpr_edge.bench.clip_reads import collect_crops, pair, read_passages, score, sign_test
+    from anpr_edge.ocr import PlateRecognizer
+
+    clip = clip_set[1]
+    clip = replace(clip, passages=tuple(replace(p, text="A") for p in clip.passages))
+    bright_a = PlateRecognizer(create_backend("onnxruntime", brightness_ocr(tmp_path / "a.onnx"), threads=1))
+    bright_b = PlateRecognizer(create_backend("onnxruntime", brightness_ocr(tmp_path / "b.onnx", charset="BA"), threads=1))
+    config = parse_config({"cameras": [{"id": "demo", "source": "demo"}]})
+    reader = PlateReader(OracleDetector(clip, 2), bright_a, padding=config.crop.padding)  # type: ignore[arg-type]
+    passages = collect_crops(clip, OracleDetector(clip, 2), reader, every=2, progress=False)  # type: ignore[arg-type]
+
+    scored_passages = [p for p in clip.passages if scored(p)]
+    assert [p.id for p in passages] == [p.id for p in scored_passages]
+    for crops, truth in zip(passages, scored_passages):  # every other frame with the plate in full view, one cut each
+        assert crops.frames == tuple(f for f in sorted(truth.boxes) if f % 2 == 0)
+        assert all(len(cuts) == 1 for cuts in crops.cut_sets)
+
+    reads_a, reads_b = read_passages(bright_a, config, passages), read_passages(bright_b, config, passages)
+    total = sum(len(p.frames) for p in passages)
+    row_a, row_b = score("a", reads_a)[-1], score("b", reads_b)[-1]
+    assert row_a.set == "all" and row_a.reads == row_b.reads == total
+    # The second model reads the other letter on every crop: each read is right for exactly one of the two.
+    assert row_a.per_read + row_b.per_read == pytest.approx(1.0)
+    pairing = pair("a", "b", reads_a, reads_b)
+    assert pairing.reads_only_base + pairing.reads_only_model == total
+    assert pairing.passages_only_base + pairing.passages_only_model == len(passages)  # votes are complementary too
+    assert pairing.passages_only_base == sum(r.vote_all == "A" for r in reads_a)
+    assert (sign_test(0, 0), sign_test(5, 0), sign_test(2, 2)) == (1.0, 0.0625, 1.0)
+    assert sign_test(14, 5) == pytest.approx(0.0636, abs=1e-3)
