@@ -38,3 +38,35 @@ def test_some_crops_come_out_with_their_polarity_swapped() -> None:
     share = inverted / trials
     # Photometric changes alone never swap which of the two is lighter; inversion does, at its set rate.
     assert 0.5 * augment.INVERT_PROBABILITY < share < 1.6 * augment.INVERT_PROBABILITY
+
+
+def test_far_plates_are_shown_at_their_share_and_size_range() -> None:
+    """About LOW_RES_PROBABILITY of camera-degraded crops are a smaller plate enlarged, spread log-uniformly
+    over the range (as many 40-70 px plates as 70-120 px ones)."""
+    rng = np.random.default_rng(3)
+    factors = [augment._low_res_factor(rng) for _ in range(4000)]
+    small = np.array([f for f in factors if f is not None])
+    assert abs(len(small) / len(factors) - augment.LOW_RES_PROBABILITY) < 0.03
+    low, high = augment.LOW_RES_FACTORS
+    assert small.min() >= low and small.max() <= high
+    assert abs(np.median(small) - np.sqrt(low * high)) < 0.03
+
+
+def test_a_far_plate_loses_detail_a_near_one_keeps() -> None:
+    """Enlarged from a small size, one-pixel strokes blur out; the crop keeps its size."""
+    stripes = np.full((64, 192, 3), 230, np.uint8)
+    stripes[:, ::2] = 20
+
+    class FirstDrawOnly:  # an rng whose first draw picks the low-resolution branch, later ones skip the rest
+        draws = 0
+
+        def random(self) -> float:
+            self.draws += 1
+            return 0.0 if self.draws == 1 else 0.99
+
+        def uniform(self, low: float, high: float) -> float:
+            return low
+
+    out = augment._camera(stripes.copy(), FirstDrawOnly())  # type: ignore[arg-type]
+    assert out.shape == stripes.shape and out.dtype == np.uint8
+    assert np.abs(np.diff(out.astype(np.float32), axis=1)).mean() < 0.2 * np.abs(np.diff(stripes.astype(np.float32), axis=1)).mean()

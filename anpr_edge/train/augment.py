@@ -17,6 +17,11 @@ import cv2
 import numpy as np
 
 INVERT_PROBABILITY = 0.2  # share of crops (at strength 1) shown with light and dark swapped
+# Share of camera-degraded crops shown as a plate that was smaller in the frame, and the range of that
+# size against the crop's (0.27 ~ a 40-px plate, 0.8 ~ 120 px). Was 0.15 over 0.3-0.6, with blur and JPEG
+# applied after enlarging: the passage clips showed reads of 40-100 px plates far below those of crops.
+LOW_RES_PROBABILITY = 0.4
+LOW_RES_FACTORS = (0.27, 0.8)
 
 
 def _affine(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -57,17 +62,32 @@ def _motion_blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.filter2D(image, -1, kernel / max(float(kernel.sum()), 1e-6), borderType=cv2.BORDER_REPLICATE)
 
 
+def _low_res_factor(rng: np.random.Generator) -> float | None:
+    """How much smaller the plate was in the camera's frame than in the crop (None: as large).
+
+    The crop shows a plate about 148 px wide; in real installations and the passage clips plates are
+    typically 40-140 px wide (median ~70), so most crops the OCR sees in service are upscaled 1.5-3.5x.
+    The factor is log-uniform over that range so every distance is equally represented.
+    """
+    if rng.random() >= LOW_RES_PROBABILITY:
+        return None
+    return float(np.exp(rng.uniform(np.log(LOW_RES_FACTORS[0]), np.log(LOW_RES_FACTORS[1]))))
+
+
 def _camera(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Camera artefacts in the order a camera makes them: the plate at its size in the frame (a far plate
+    is small), optics blur and sensor noise at that size, compression at that size (the codec's blocks
+    cover several strokes of a small plate), then the crop scaling it back up."""
+    height, width = image.shape[:2]
+    factor = _low_res_factor(rng)
+    if factor is not None:
+        image = cv2.resize(image, (max(8, round(width * factor)), max(4, round(height * factor))),
+                           interpolation=cv2.INTER_AREA)
     if rng.random() < 0.25:
-        k = int(rng.choice([3, 5]))
+        k = 3 if factor is not None else int(rng.choice([3, 5]))  # a 5-px kernel at low size erases strokes
         image = cv2.GaussianBlur(image, (k, k), 0)
     elif rng.random() < 0.15:
         image = _motion_blur(image, rng)
-    if rng.random() < 0.15:  # low resolution: plates far away, scaled up by the crop
-        height, width = image.shape[:2]
-        factor = rng.uniform(0.3, 0.6)
-        small = cv2.resize(image, (max(8, int(width * factor)), max(4, int(height * factor))), interpolation=cv2.INTER_AREA)
-        image = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
     if rng.random() < 0.25:
         noise = rng.normal(0.0, rng.uniform(3, 12), image.shape)
         image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
@@ -76,6 +96,8 @@ def _camera(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if ok:
             image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if factor is not None:  # the runtime crop enlarges with linear interpolation (anpr_edge/crop.py)
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
     return image
 
 
