@@ -45,7 +45,7 @@ from anpr_edge.config import (
 )
 from anpr_edge.ocr import DEFAULT_CHARSET
 from anpr_edge.outbox import default_outbox_path
-from anpr_edge.plate_formats import PlateLists, constrain, load_formats
+from anpr_edge.plate_formats import PlateFormat, PlateLists, constrain, load_formats
 from anpr_edge.tracking import PlateTracker, Track, iou_matrix, motion_angle
 from anpr_edge.values import Detections, Frame, ListMatch, PlateEvent, PlateRead
 from anpr_edge.voting import (
@@ -157,6 +157,17 @@ def _may_be_same_plate(text: str | None, other: str | None, *, weak: bool) -> bo
     has no text, or the texts are at most FRAGMENT_MAX_DISTANCE edits apart."""
     return weak or not text or not other or Levenshtein.distance(text, other) <= FRAGMENT_MAX_DISTANCE
 
+
+
+def formatted_vote(vote: Vote | None, charset: str, formats: Sequence[PlateFormat], config: FormatsConfig,
+                   calibration: Calibration = DEFAULT_CALIBRATION) -> Vote | None:
+    """The vote with its text chosen under the plate ``formats`` (``config``'s thresholds), as an event
+    reports it; unchanged without formats or text."""
+    if vote is None or not vote.text or not formats:
+        return vote
+    choice = constrain(vote.probs, charset, formats, min_ratio=config.min_ratio,
+                       min_unaided_ratio=config.min_unaided_ratio, trim_leading=config.trim_leading)
+    return apply_format(vote, choice, calibration)
 
 class PassageBuilder:
     """Turns one camera's frames, detections and reads into one ``PlateEvent`` per passage."""
@@ -491,12 +502,7 @@ class PassageBuilder:
             first = min(passage.fragments, key=lambda f: f.track.first_seen).track
             track = dataclasses.replace(track, first_seen=first.first_seen, first_frame=first.first_frame,
                                         first_box=first.first_box, hits=track.hits + sum(f.track.hits for f in passage.fragments))
-        vote = self._current_vote(passage)
-        if vote is not None and vote.text and self._formats:
-            choice = constrain(vote.probs, self.charset, self._formats, min_ratio=self.formats.min_ratio,
-                               min_unaided_ratio=self.formats.min_unaided_ratio,
-                               trim_leading=self.formats.trim_leading)
-            vote = apply_format(vote, choice, self.calibration)
+        vote = formatted_vote(self._current_vote(passage), self.charset, self._formats, self.formats, self.calibration)
         reason = None
         if vote is None:
             reason = REASON_NOT_READ

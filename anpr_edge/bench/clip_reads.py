@@ -153,10 +153,10 @@ def read_passages(recognizer: PlateRecognizer, config: AppConfig, passages: Sequ
     """``recognizer`` reads every crop; each passage's reads are voted as ``PassageBuilder`` votes them: read by
     read until the vote is settled (``voting.settle_*``), and over all of them."""
     from anpr_edge.ocr import most_confident
-    from anpr_edge.plate_formats import constrain, load_formats
+    from anpr_edge.passages import formatted_vote
+    from anpr_edge.plate_formats import load_formats
     from anpr_edge.voting import (
         VoteAccumulator,
-        apply_format,
         crop_sharpness,
         is_settled,
         read_weight,
@@ -168,11 +168,7 @@ def read_passages(recognizer: PlateRecognizer, config: AppConfig, passages: Sequ
     reads = most_confident(raw, [len(cuts) for p in passages for cuts in p.cut_sets])
 
     def formatted(vote: Vote | None) -> str | None:
-        if vote is not None and vote.text and formats:
-            choice = constrain(vote.probs, recognizer.charset, formats, min_ratio=config.formats.min_ratio,
-                               min_unaided_ratio=config.formats.min_unaided_ratio,
-                               trim_leading=config.formats.trim_leading)
-            vote = apply_format(vote, choice)
+        vote = formatted_vote(vote, recognizer.charset, formats, config.formats)
         return None if vote is None else vote.text
 
     results, start = [], 0
