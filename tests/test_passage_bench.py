@@ -392,7 +392,7 @@ def test_clip_reads_pair_models_on_the_same_crops(clip_set: list[pc.ClipTruth], 
     bright_b = PlateRecognizer(create_backend("onnxruntime", brightness_ocr(tmp_path / "b.onnx", charset="BA"), threads=1))
     config = parse_config({"cameras": [{"id": "demo", "source": "demo"}]})
     reader = PlateReader(OracleDetector(clip, 2), bright_a, padding=config.crop.padding)  # type: ignore[arg-type]
-    passages = collect_crops(clip, OracleDetector(clip, 2), reader, every=2, progress=False)  # type: ignore[arg-type]
+    passages = collect_crops(clip, reader, every=2, progress=False)
 
     scored_passages = [p for p in clip.passages if scored(p)]
     assert [p.id for p in passages] == [p.id for p in scored_passages]

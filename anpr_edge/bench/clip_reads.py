@@ -40,7 +40,6 @@ from anpr_edge.errors import ConfigError
 if TYPE_CHECKING:
     from anpr_edge.bench.passage_clips import ClipTruth
     from anpr_edge.config import AppConfig
-    from anpr_edge.detector import PlateDetector
     from anpr_edge.ocr import PlateRecognizer
     from anpr_edge.pipeline import PlateReader
     from anpr_edge.values import PlateCrop
@@ -106,9 +105,9 @@ def sign_test(a: int, b: int) -> float:
     return min(1.0, 2.0 * tail)
 
 
-def collect_crops(clip: ClipTruth, detector: PlateDetector, reader: PlateReader, *, every: int = 1,
+def collect_crops(clip: ClipTruth, reader: PlateReader, *, every: int = 1,
                   progress: bool = True) -> list[PassageCrops]:
-    """Every ``every``-th frame of ``clip`` in which a scored passage is fully in view: the detector's box that
+    """Every ``every``-th frame of ``clip`` in which a scored passage is fully in view: ``reader``'s detector box that
     best matches it (``overlap`` >= ``MATCH_IOU``), cut as the runtime cuts it. Frames without such a passage
     are decoded but not detected."""
     passages = [p for p in clip.passages if scored(p)]
@@ -132,7 +131,7 @@ def collect_crops(clip: ClipTruth, detector: PlateDetector, reader: PlateReader,
             visible = [(p, p.boxes[index]) for p in passages if index in p.boxes]
             if not visible:
                 continue
-            found = detector.detect([image])[0]
+            found = reader.detector.detect([image])[0]
             for passage, truth in visible:
                 scores = [overlap(box, truth) for box in found.xyxy]
                 if not scores or max(scores) < MATCH_IOU:
@@ -244,10 +243,9 @@ def bench_clip_reads(config: AppConfig, models: Sequence[Path], clips: Sequence[
     size = recognizers[0].crop_size
     if any(r.crop_size != size for r in recognizers):
         raise ConfigError("bench-clip-reads: the models must share a crop size (they read the same crops)")
-    detector = load_detector(config)
-    reader = PlateReader(detector, recognizers[0], padding=config.crop.padding, rectify=config.crop.rectify,
+    reader = PlateReader(load_detector(config), recognizers[0], padding=config.crop.padding, rectify=config.crop.rectify,
                          extra_cuts=config.crop.extra_cuts)
-    passages = [p for clip in clips for p in collect_crops(clip, detector, reader, every=every, progress=progress)]
+    passages = [p for clip in clips for p in collect_crops(clip, reader, every=every, progress=progress)]
     per_model = [read_passages(r, config, passages) for r in recognizers]
     names = [str(m) for m in models]
     scores = [row for name, results in zip(names, per_model) for row in score(name, results)]
