@@ -400,7 +400,7 @@ def test_clip_reads_pair_models_on_the_same_crops(clip_set: list[pc.ClipTruth], 
         assert crops.frames == tuple(f for f in sorted(truth.boxes) if f % 2 == 0)
         assert all(len(cuts) == 1 for cuts in crops.cut_sets)
 
-    reads_a, reads_b = read_passages(bright_a, config, passages), read_passages(bright_b, config, passages)
+    reads_a, reads_b = read_passages(bright_a, config, passages)[0], read_passages(bright_b, config, passages)[0]
     total = sum(len(p.frames) for p in passages)
     row_a, row_b = score("a", reads_a)[-1], score("b", reads_b)[-1]
     assert row_a.set == "all" and row_a.reads == row_b.reads == total
@@ -412,3 +412,21 @@ def test_clip_reads_pair_models_on_the_same_crops(clip_set: list[pc.ClipTruth], 
     assert pairing.passages_only_base == sum(r.vote_all == "A" for r in reads_a)
     assert (sign_test(0, 0), sign_test(5, 0), sign_test(2, 2)) == (1.0, 0.0625, 1.0)
     assert sign_test(14, 5) == pytest.approx(0.0636, abs=1e-3)
+
+    # Other read weights vote the very same reads, one result list each, in the order asked.
+    weighted = read_passages(bright_a, config, passages, weightings=("equal", "runtime"))
+    assert len(weighted) == 2 and weighted[1] == reads_a
+    assert [r.texts for r in weighted[0]] == [r.texts for r in reads_a]
+
+
+def test_clip_read_weightings() -> None:
+    from anpr_edge.bench.clip_reads import WEIGHTINGS
+    from anpr_edge.voting import REFERENCE_WIDTH_PX, read_weight
+
+    half = REFERENCE_WIDTH_PX / 2
+    assert WEIGHTINGS["runtime"](0.8, half, 100.0) == read_weight(0.8, width_px=half, sharpness=100.0)
+    assert WEIGHTINGS["equal"](0.1, 10.0, 1.0) == WEIGHTINGS["equal"](0.9, None, None) == 1.0
+    assert WEIGHTINGS["confidence"](0.8, half, 1.0) == pytest.approx(0.8, abs=1e-5)  # crop quality ignored
+    assert WEIGHTINGS["confidence2"](0.5, None, None) == pytest.approx(0.25, abs=1e-5)
+    assert WEIGHTINGS["width2"](1.0, half, None) == pytest.approx(0.25, abs=1e-5)  # the size factor twice
+    assert WEIGHTINGS["width2"](1.0, 2 * REFERENCE_WIDTH_PX, None) == pytest.approx(1.0, abs=1e-5)

@@ -16,6 +16,10 @@ padding, extra cuts, rectification), and every model reads all of those crops. P
 
 Each further model is paired with the first: reads (and passages) only one of the two gets right, with a
 two-sided sign test on the passages' all-reads vote.
+
+``--weights`` votes the same reads under other read weights (``WEIGHTINGS``) and pairs each with the first
+model's first weighting, so a change of the runtime's vote weights is checked on thousands of fixed reads
+rather than on reruns of the tracking loop.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import json
 import math
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +48,31 @@ if TYPE_CHECKING:
     from anpr_edge.pipeline import PlateReader
     from anpr_edge.values import PlateCrop
     from anpr_edge.voting import Vote
+
+
+def _runtime_weight(confidence: float, width: float | None, sharpness: float | None) -> float:
+    from anpr_edge.voting import read_weight
+
+    return read_weight(confidence, width_px=width, sharpness=sharpness)
+
+
+def _size(width: float | None) -> float:
+    from anpr_edge.voting import REFERENCE_WIDTH_PX
+
+    return 1.0 if width is None else min(1.0, max(width, 0.0) / REFERENCE_WIDTH_PX)
+
+
+# How much one read counts in a passage's vote, from its confidence, plate width (px, None when unknown) and
+# crop sharpness. "runtime" is the service's own (voting.read_weight); the others are the alternatives a
+# vote-weight change is checked against. The settle thresholds stay in runtime units, so compare the others
+# on "vote, all".
+WEIGHTINGS: dict[str, Callable[[float, float | None, float | None], float]] = {
+    "runtime": _runtime_weight,
+    "equal": lambda confidence, width, sharpness: 1.0,  # every read counts the same
+    "confidence": lambda confidence, width, sharpness: _runtime_weight(confidence, None, None),  # no crop quality
+    "confidence2": lambda confidence, width, sharpness: _runtime_weight(confidence, width, sharpness) * confidence,
+    "width2": lambda confidence, width, sharpness: _runtime_weight(confidence, width, sharpness) * _size(width),
+}
 
 
 @dataclass(frozen=True)
@@ -148,18 +177,14 @@ def collect_crops(clip: ClipTruth, reader: PlateReader, *, every: int = 1,
 
 
 def read_passages(recognizer: PlateRecognizer, config: AppConfig, passages: Sequence[PassageCrops], *,
-                  batch: int = 64) -> list[PassageReads]:
+                  batch: int = 64, weightings: Sequence[str] = ("runtime",)) -> list[list[PassageReads]]:
     """``recognizer`` reads every crop; each passage's reads are voted as ``PassageBuilder`` votes them: read by
-    read until the vote is settled (``voting.settle_*``), and over all of them."""
+    read until the vote is settled (``voting.settle_*``), and over all of them. One result list per weighting
+    (``WEIGHTINGS``), all over the same reads."""
     from anpr_edge.ocr import most_confident
     from anpr_edge.passages import formatted_vote
     from anpr_edge.plate_formats import load_formats
-    from anpr_edge.voting import (
-        VoteAccumulator,
-        crop_sharpness,
-        is_settled,
-        read_weight,
-    )
+    from anpr_edge.voting import VoteAccumulator, crop_sharpness, is_settled
 
     formats = load_formats(config.formats.regions, config.formats.custom)
     flat = [crop for p in passages for cuts in p.cut_sets for crop in cuts]
@@ -170,25 +195,29 @@ def read_passages(recognizer: PlateRecognizer, config: AppConfig, passages: Sequ
         vote = formatted_vote(vote, recognizer.charset, formats, config.formats)
         return None if vote is None else vote.text
 
-    results, start = [], 0
-    for passage in passages:
-        mine = reads[start : start + len(passage.cut_sets)]
-        start += len(passage.cut_sets)
-        accumulator = VoteAccumulator(recognizer.charset)
-        settled: str | None = None
-        vote = None
-        for read in mine:
-            width = None if read.box is None else read.box[2] - read.box[0]
-            sharpness = crop_sharpness(read.crop_image) if read.crop_image is not None else None
-            accumulator.add(read, read_weight(read.confidence, width_px=width, sharpness=sharpness))
-            vote = accumulator.vote()
-            if settled is None and is_settled(vote, min_reads=config.voting.settle_reads,
-                                               min_agreement=config.voting.settle_agreement,
-                                               min_weight=config.voting.settle_weight):
-                settled = formatted(vote)
-        final = formatted(vote)
-        results.append(PassageReads(passage, tuple(r.text for r in mine), settled if settled is not None else final,
-                                    final))
+    quality = [(None if read.box is None else read.box[2] - read.box[0],
+                crop_sharpness(read.crop_image) if read.crop_image is not None else None) for read in reads]
+    results: list[list[PassageReads]] = []
+    for name in weightings:
+        weigh = WEIGHTINGS[name]
+        results.append([])
+        start = 0
+        for passage in passages:
+            end = start + len(passage.cut_sets)
+            accumulator = VoteAccumulator(recognizer.charset)
+            settled: str | None = None
+            vote = None
+            for read, (width, sharpness) in zip(reads[start:end], quality[start:end]):
+                accumulator.add(read, weigh(read.confidence, width, sharpness))
+                vote = accumulator.vote()
+                if settled is None and is_settled(vote, min_reads=config.voting.settle_reads,
+                                                   min_agreement=config.voting.settle_agreement,
+                                                   min_weight=config.voting.settle_weight):
+                    settled = formatted(vote)
+            final = formatted(vote)
+            results[-1].append(PassageReads(passage, tuple(r.text for r in reads[start:end]),
+                                            settled if settled is not None else final, final))
+            start = end
     return results
 
 
@@ -233,8 +262,10 @@ class ClipReadsReport:
 
 
 def bench_clip_reads(config: AppConfig, models: Sequence[Path], clips: Sequence[ClipTruth], *, threads: int = 1,
-                     every: int = 1, progress: bool = True,
-                     seeds: Sequence[int] = ()) -> ClipReadsReport:
+                     every: int = 1, progress: bool = True, seeds: Sequence[int] = (),
+                     weightings: Sequence[str] = ("runtime",)) -> ClipReadsReport:
+    """Each model (and weighting) over the same crops; rows are named ``MODEL`` or, with more than the runtime
+    weighting, ``MODEL [WEIGHTING]``, and paired with the first."""
     from anpr_edge.backends import create_backend
     from anpr_edge.ocr import PlateRecognizer
     from anpr_edge.pipeline import PlateReader, load_detector
@@ -246,8 +277,9 @@ def bench_clip_reads(config: AppConfig, models: Sequence[Path], clips: Sequence[
     reader = PlateReader(load_detector(config), recognizers[0], padding=config.crop.padding, rectify=config.crop.rectify,
                          extra_cuts=config.crop.extra_cuts)
     passages = [p for clip in clips for p in collect_crops(clip, reader, every=every, progress=progress)]
-    per_model = [read_passages(r, config, passages) for r in recognizers]
-    names = [str(m) for m in models]
+    per_model = [results for r in recognizers for results in read_passages(r, config, passages, weightings=weightings)]
+    plain = list(weightings) == ["runtime"]
+    names = [str(m) if plain else f"{m} [{w}]" for m in models for w in weightings]
     scores = [row for name, results in zip(names, per_model) for row in score(name, results)]
     pairings = [pair(names[0], name, per_model[0], results) for name, results in zip(names[1:], per_model[1:])]
     return ClipReadsReport(tuple(seeds), len(clips), tuple(scores), tuple(pairings))
@@ -280,7 +312,8 @@ def cmd_bench_clip_reads(args: argparse.Namespace) -> int:
             raise ConfigError(f"bench-clip-reads: model file not found: {path}")
     config = bench_config(args.config, args.threads)
     clips = [clip for seed in args.seeds for clip in passage_clip_set(args.clips, seed=seed)]
-    report = bench_clip_reads(config, models, clips, threads=args.threads, every=args.every, seeds=args.seeds)
+    report = bench_clip_reads(config, models, clips, threads=args.threads, every=args.every, seeds=args.seeds,
+                              weightings=list(dict.fromkeys(args.weights)))
     if args.json:
         sys.stdout.write(json.dumps(report.as_dict()) + "\n")
     else:
@@ -304,6 +337,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                        help="clip set seeds, as bench-passages --seed (default 1 2)")
     bench.add_argument("--every", type=positive_int, default=2, metavar="N",
                        help="detect and read every N-th frame (default 2: neighbouring frames are near copies)")
+    bench.add_argument("--weights", nargs="+", default=["runtime"], choices=list(WEIGHTINGS), metavar="NAME",
+                       help="vote the reads under these read weights, each paired with the first: "
+                       "runtime (the service's: confidence x plate width x sharpness), equal, confidence "
+                       "(no crop quality), confidence2 (runtime x confidence), width2 (runtime x width factor); "
+                       "default runtime")
     bench.add_argument("--config", metavar="FILE", help="YAML config (detector, crop, formats; default built in)")
     bench.add_argument("--threads", type=positive_int, default=1, metavar="N", help="inference threads (default 1)")
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout instead of Markdown")
