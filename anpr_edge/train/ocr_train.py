@@ -45,9 +45,8 @@ from anpr_edge.train.ocr_model import OcrModelConfig, PlateOcrNet, count_paramet
 
 log = logging.getLogger(__name__)
 
-SYNTH_POOL_VERSION = 5  # 2: long tail of in-plane roll (up to 25 degrees); 3: sign and plate typefaces;
-# 4: French short-tail Q, more (and narrower) old French FNI plates; 5: French dies in medium and regular
-# condensed faces with wider gaps (the real SIV lettering is lighter and narrower than the bold faces)
+SYNTH_POOL_VERSION = 4  # 2: long tail of in-plane roll (up to 25 degrees); 3: sign and plate typefaces;
+# 4: French short-tail Q, more (and narrower) old French FNI plates
 
 
 # ------------------------------------------------------------------------------------------------ config

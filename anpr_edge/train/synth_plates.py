@@ -80,11 +80,7 @@ MONO_FONTS = ("DejaVuSansMono-Bold", "NotoSansMono-Bold")
 # US plates), DIN 1451 Mittelschrift (fonts-opendin; old Brazilian, German and many European plates)
 # and Bebas Neue (a condensed grotesque close to many plate dies).
 SIGN_FONTS = ("RG2014B", "RG2014C", "RG2014D", "OSP-DIN", "BebasNeue-Bold")
-# Medium and regular condensed faces: the French SIV die (and others in Europe) is narrow with strokes
-# about an eighth of the cap height, lighter than every bold face above; real French crops showed the OCR
-# trained on bold faces only misreading the lighter characters (W as M).
-LIGHT_FONTS = ("RobotoCondensed-Regular", "NimbusSansNarrow-Regular", "DejaVuSansCondensed", "RG2014B")
-LABEL_FONTS = NARROW_FONTS + WIDE_FONTS + MONO_FONTS + SIGN_FONTS + LIGHT_FONTS[:3]
+LABEL_FONTS = NARROW_FONTS + WIDE_FONTS + MONO_FONTS + SIGN_FONTS
 # Small print only (state names, slogans, dealer frames), never the label.
 DECOR_FONTS = ("NimbusRoman-Bold", "Z003-MediumItalic", "NimbusSans-Regular", "DejaVuSerif-Bold", "Roboto-Medium")
 _FONT_SUFFIXES = (".ttf", ".otf")  # preferred over the Type 1 copies (.pfb) of the same URW faces
@@ -251,12 +247,6 @@ _EU_LINE = ("eu_band", "border?0.75", "screws?0.35")
 _EU_FONTS = ("NimbusSansNarrow-Bold", "RobotoCondensed-Bold", "DejaVuSansCondensed-Bold", "NimbusSans-Bold", "Roboto-Bold",
              "OSP-DIN", "BebasNeue-Bold", "RG2014C")
 _EU_WIDTH = (0.54, 0.66)
-# The French dies (SIV since 2009, and the older FNI plates): narrow characters (about 38 x 75 mm on a 110 mm
-# plate) with light strokes (about 10 mm) and wide gaps. Mostly medium and regular faces, some bold ones so
-# worn or embossed plates are still covered.
-_FR_FONTS = LIGHT_FONTS + ("RobotoCondensed-Medium", "OSP-DIN", "RobotoCondensed-Bold", "NimbusSansNarrow-Bold")
-_FR_WIDTH = (0.48, 0.6)
-_FR_TRACKING = (0.08, 0.2)
 
 
 def _eu(name: str, code: str, patterns: tuple[str, ...], weight: float, **kw: object) -> Layout:
@@ -314,14 +304,13 @@ LAYOUTS: dict[str, Layout] = {
         # ---------------------------------------------------------------- continental Europe (EU band)
         _eu("eu_de", "D", ("@{1,3}*@{1,2} #{1,4}",), 6.0, emblem="seals", max_chars=8,
             decorations=("eu_band", "border?0.85", "screws?0.3", "emboss?0.6")),
-        _eu("eu_fr_siv", "F", ("@@-###-@@",), 5.0, letters=_NO_IOU, short_tail_q=0.7, fonts=_FR_FONTS,
-            char_width=_FR_WIDTH, tracking=_FR_TRACKING, char_height=0.76,
+        _eu("eu_fr_siv", "F", ("@@-###-@@",), 5.0, letters=_NO_IOU, short_tail_q=0.7,
             decorations=("eu_band", "fr_right", "border?0.4", "screws?0.35")),
         # Old French numbers (FNI, department last): still on a good share of French cars, white at the
         # front and yellow (or white) at the rear, in narrow dies.
         _eu("eu_fr_fni", "F", ("#### @@ ##", "### @@@ ##", "## @@@ ##", "#### @@@ ##", "### @@ ##"), 3.0,
-            letters=_NO_IOU, colours=((WHITE, BLACK), ((250, 200, 20), BLACK)), short_tail_q=0.5, fonts=_FR_FONTS,
-            char_width=(0.46, 0.62), tracking=_FR_TRACKING, decorations=("eu_band?0.5", "border?0.5", "screws?0.4", "emboss?0.3")),
+            letters=_NO_IOU, colours=((WHITE, BLACK), ((250, 200, 20), BLACK)), short_tail_q=0.5,
+            char_width=(0.46, 0.62), decorations=("eu_band?0.5", "border?0.5", "screws?0.4", "emboss?0.3")),
         _eu("eu_it", "I", ("@@ ### @@",), 4.0, letters=_NO_IOQU,
             decorations=("eu_band", "it_right", "border?0.5", "screws?0.3")),
         _eu("eu_es", "E", ("#### @@@",), 4.0, letters=_ES_LETTERS,
