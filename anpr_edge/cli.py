@@ -248,14 +248,15 @@ def cmd_train_ocr(args: argparse.Namespace) -> int:
     if args.teacher is not None:
         updates["teacher"] = Path(args.teacher)
     config = config.model_copy(update=updates)
-    if args.export_only:
-        result = export_checkpoint(config)
+    if args.export_only or args.export_last:
+        result = export_checkpoint(config, which="last" if args.export_last else "best")
     else:
         result = train_ocr(config, resume=args.resume, max_steps=args.max_steps,
                            init_weights=Path(args.init_weights) if args.init_weights else None)
     card = write_model_card(config, result) if result.onnx is not None else None
     _emit({"onnx": str(result.onnx), "card": str(card) if card else None, "steps": result.steps,
            "minutes": round(result.seconds / 60, 1), "best_step": result.best_step,
+           "exported": "last" if result.final_weights else "best",
            "exact_match": {k: round(v, 4) for k, v in result.val.items()}}, sys.stdout)
     return 0
 
@@ -686,6 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_ocr.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N steps (smoke runs)")
     train_ocr.add_argument("--export-only", action="store_true",
                            help="export the last run's best checkpoint and rewrite the model card, without training")
+    train_ocr.add_argument("--export-last", action="store_true",
+                           help="like --export-only, but the run's final weights rather than its best validated ones "
+                                "(to score a continuation whose validation never beat its start)")
     train_ocr.set_defaults(handler=cmd_train_ocr)
 
     loro = commands.add_parser(

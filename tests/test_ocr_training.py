@@ -58,14 +58,14 @@ def tiny_config(tmp_path: Path, **data: object) -> OcrTrainConfig:
     )
 
 
-def exported_equals_best_checkpoint(config: OcrTrainConfig) -> tuple[torch.nn.Module, torch.Tensor, np.ndarray]:
-    """Check that the exported ONNX gives what the best checkpoint gives in PyTorch (probabilities and
-    attention, batch 5: another size than exported); returns the model, the crops and the ONNX probabilities."""
+def exported_equals_best_checkpoint(config: OcrTrainConfig, checkpoint: str = "best.pt") -> tuple[torch.nn.Module, torch.Tensor, np.ndarray]:
+    """Check that the exported ONNX gives what the best checkpoint (or another) gives in PyTorch (probabilities
+    and attention, batch 5: another size than exported); returns the model, the crops and the ONNX probabilities."""
     import onnxruntime as ort
 
     from anpr_edge.train.ocr_model import OcrModelConfig, PlateOcrNet
 
-    best = torch.load(config.checkpoint_dir / "best.pt", weights_only=False)
+    best = torch.load(config.checkpoint_dir / checkpoint, weights_only=False)
     model = PlateOcrNet(OcrModelConfig.from_dict(best["model_config"]))
     model.load_state_dict(best["model"])
     model.eval()
@@ -110,6 +110,18 @@ def test_training_lowers_loss_and_export_round_trips(tmp_path: Path, tiny_shared
     assert again.steps == 60 and again.best_step == result.best_step
     session_again = ort.InferenceSession(str(tmp_path / "again.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session_again.run(None, {"crops": crops.numpy()})[0], onnx_probs, atol=1e-5)
+
+    # --export-last: the run's final weights, whichever step validated best.
+    last_config = config.model_copy(update={"output": tmp_path / "last.onnx"})
+    last = export_checkpoint(last_config, which="last")
+    assert last.final_weights and not again.final_weights and last.best_step == result.best_step < 60
+    exported_equals_best_checkpoint(last_config, "last.pt")
+    meta = ort.InferenceSession(str(last_config.output), providers=["CPUExecutionProvider"]).get_modelmeta()
+    assert meta.custom_metadata_map["best_step"] == "60"
+    from anpr_edge.train.ocr_card import write_model_card
+
+    card = write_model_card(last_config, last).read_text()
+    assert f"Exported: the final weights, step 60 (`--export-last`; the best validated step was {result.best_step})" in card
 
     # Resuming continues from the last checkpoint instead of starting over.
     resumed = train_ocr(config, resume=True, max_steps=65, export=False, progress=False)

@@ -146,9 +146,8 @@ that command on the exported ONNX model through the runtime path (`PlateRecogniz
 ## Recipe
 AdamW (lr {config.lr}{_encoder_rate(config)}, weight decay {config.weight_decay}), warm-up then cosine over a {config.minutes:g}-minute
 time budget, batch {config.batch_size}, label smoothing {config.label_smoothing}{_token_noise(config)}{_ema(config)}{_distill(config)}, train-time augmentation
-(affine, colour, IR grey, polarity inversion, blur, motion blur, low resolution, noise, JPEG). Best step by
-mean exact match on the validation splits: step {result.best_step} of {result.steps}, {result.seconds / 60:.1f}
-minutes of training on {machine()}.
+(affine, colour, IR grey, polarity inversion, blur, motion blur, low resolution, noise, JPEG). {_exported_step(result)}
+{result.seconds / 60:.1f} minutes of training on {machine()}.
 Command: `{_command()}`.
 {_lineage(result)}
 ## Accuracy (exact match = the whole plate right; CER = character error rate)
@@ -214,3 +213,11 @@ def _token_noise(config: OcrTrainConfig) -> str:
         return ""
     return (f", token noise {config.token_noise:g} (that share of the characters the decoder is told under teacher "
             "forcing replaced by random ones)")
+
+
+def _exported_step(result: TrainResult) -> str:
+    if result.final_weights:
+        return (f"Exported: the final weights, step {result.steps} (`--export-last`; the best validated step was "
+                f"{result.best_step}),")
+    return f"Best step by mean exact match on the validation splits: step {result.best_step} of {result.steps},"
+

@@ -419,6 +419,7 @@ class TrainResult:
     init_from: str | None = None
     prior_steps: int = 0
     prior_minutes: float = 0.0
+    final_weights: bool = False  # exported the run's last step rather than its best validated one
 
 
 def train_ocr(
@@ -667,14 +668,17 @@ def _init_from(model: PlateOcrNet, path: Path, net_config: OcrModelConfig, sampl
     return {"from": path.name, "prior_steps": prior_steps, "prior_minutes": prior_minutes}
 
 
-def export_checkpoint(config: OcrTrainConfig) -> TrainResult:
-    """Export the best weights of the last run (without training), e.g. after the export code changed."""
+def export_checkpoint(config: OcrTrainConfig, *, which: Literal["best", "last"] = "best") -> TrainResult:
+    """Export the best weights of the last run (without training), e.g. after the export code changed.
+
+    ``which="last"`` exports its final weights instead: a continuation whose validation never beat its
+    starting model exports that start, and its own end is still worth scoring on the other measures."""
     checkpoints = config.checkpoint_dir or paths.cache_dir() / "ocr-train"
     last, best_path = checkpoints / "last.pt", checkpoints / "best.pt"
     if not (last.is_file() and best_path.is_file()):
         raise ConfigError(f"no finished training run in {checkpoints}: train first")
     state = torch.load(last, weights_only=False)
-    best = torch.load(best_path, weights_only=False)
+    best = torch.load(best_path, weights_only=False) if which == "best" else state
     if _saved_config(best) != config.model.network():
         raise ConfigError(f"{best_path}: checkpoint was trained with another model config than this one")
     model = PlateOcrNet(OcrModelConfig.from_dict(best["model_config"]))
@@ -685,11 +689,12 @@ def export_checkpoint(config: OcrTrainConfig) -> TrainResult:
     spliceable = len(splice_pool(real, size, config.model.max_len)) if config.data.splice_fraction > 0 else 0
     val_scores = {v.name: exact_match(model, v) for v in val_sets + test_sets if v.texts}
     lineage = state.get("lineage", {})
-    onnx_path = export_onnx(model, config.output, metadata=_run_metadata(state["step"], state["best_step"], state["elapsed"], lineage))
+    exported_step = state["best_step"] if which == "best" else state["step"]
+    onnx_path = export_onnx(model, config.output, metadata=_run_metadata(state["step"], exported_step, state["elapsed"], lineage))
     return TrainResult(state["step"], state["elapsed"], state["best_score"], state["best_step"], val_scores, onnx_path,
                        state["history"], {"real_train": len(real), "synthetic": synthetic, "spliceable": spliceable,
                                           **{f"val:{v.name}": len(v.texts) for v in val_sets + test_sets}},
-                       **_lineage_fields(lineage))
+                       **_lineage_fields(lineage), final_weights=which == "last")
 
 
 # --------------------------------------------------------------------------------------------------- export
