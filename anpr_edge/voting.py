@@ -51,13 +51,18 @@ def crop_sharpness(image: np.ndarray) -> float:
     return float(cv2.Laplacian(gray, cv2.CV_64F).var())
 
 
+def size_factor(width_px: float | None) -> float:
+    """The plate-size factor of a read's weight: its width over ``REFERENCE_WIDTH_PX``, at most 1 (1 when unknown)."""
+    return 1.0 if width_px is None else min(1.0, max(float(width_px), 0.0) / REFERENCE_WIDTH_PX)
+
+
 def read_weight(confidence: float, *, width_px: float | None = None, sharpness: float | None = None) -> float:
     """How much a read counts in the vote: its confidence times crop quality (each factor in 0..1).
 
     Quality that is not known (no box, no crop image) counts as full; within one track every read has the
     same information, so it does not favour any.
     """
-    size = 1.0 if width_px is None else min(1.0, max(float(width_px), 0.0) / REFERENCE_WIDTH_PX)
+    size = size_factor(width_px)
     sharp = 1.0 if sharpness is None else max(sharpness, 0.0) / (max(sharpness, 0.0) + SHARPNESS_HALF)
     return max(float(confidence), 1e-3) * size * sharp + MIN_WEIGHT
 

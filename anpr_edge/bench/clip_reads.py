@@ -40,6 +40,7 @@ from tqdm import tqdm
 from anpr_edge.argtypes import positive_int
 from anpr_edge.bench.passage_score import MATCH_IOU, overlap, scored
 from anpr_edge.errors import ConfigError
+from anpr_edge.voting import read_weight, size_factor
 
 if TYPE_CHECKING:
     from anpr_edge.bench.passage_clips import ClipTruth
@@ -51,15 +52,7 @@ if TYPE_CHECKING:
 
 
 def _runtime_weight(confidence: float, width: float | None, sharpness: float | None) -> float:
-    from anpr_edge.voting import read_weight
-
     return read_weight(confidence, width_px=width, sharpness=sharpness)
-
-
-def _size(width: float | None) -> float:
-    from anpr_edge.voting import REFERENCE_WIDTH_PX
-
-    return 1.0 if width is None else min(1.0, max(width, 0.0) / REFERENCE_WIDTH_PX)
 
 
 # How much one read counts in a passage's vote, from its confidence, plate width (px, None when unknown) and
@@ -71,7 +64,7 @@ WEIGHTINGS: dict[str, Callable[[float, float | None, float | None], float]] = {
     "equal": lambda confidence, width, sharpness: 1.0,  # every read counts the same
     "confidence": lambda confidence, width, sharpness: _runtime_weight(confidence, None, None),  # no crop quality
     "confidence2": lambda confidence, width, sharpness: _runtime_weight(confidence, width, sharpness) * confidence,
-    "width2": lambda confidence, width, sharpness: _runtime_weight(confidence, width, sharpness) * _size(width),
+    "width2": lambda confidence, width, sharpness: _runtime_weight(confidence, width, sharpness) * size_factor(width),
 }
 
 

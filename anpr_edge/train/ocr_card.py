@@ -220,4 +220,3 @@ def _exported_step(result: TrainResult) -> str:
         return (f"Exported: the final weights, step {result.steps} (`--export-last`; the best validated step was "
                 f"{result.best_step}),")
     return f"Best step by mean exact match on the validation splits: step {result.best_step} of {result.steps},"
-
