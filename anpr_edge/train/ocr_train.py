@@ -678,11 +678,12 @@ def export_checkpoint(config: OcrTrainConfig, *, which: Literal["best", "last"] 
     if not (last.is_file() and best_path.is_file()):
         raise ConfigError(f"no finished training run in {checkpoints}: train first")
     state = torch.load(last, weights_only=False)
-    best = torch.load(best_path, weights_only=False) if which == "best" else state
-    if _saved_config(best) != config.model.network():
-        raise ConfigError(f"{best_path}: checkpoint was trained with another model config than this one")
-    model = PlateOcrNet(OcrModelConfig.from_dict(best["model_config"]))
-    model.load_state_dict(best["model"])
+    source = best_path if which == "best" else last
+    chosen = torch.load(best_path, weights_only=False) if which == "best" else state
+    if _saved_config(chosen) != config.model.network():
+        raise ConfigError(f"{source}: checkpoint was trained with another model config than this one")
+    model = PlateOcrNet(OcrModelConfig.from_dict(chosen["model_config"]))
+    model.load_state_dict(chosen["model"])
     real, val_sets, test_sets = load_real_sets(config)
     synthetic = config.data.synthetic_samples
     size = (config.model.width, config.model.height)
