@@ -129,6 +129,15 @@ def test_out_of_charset_and_empty_text_are_skipped_with_reasons(tmp_path: Path) 
     # The same label is kept, unaltered, when the charset has the character.
     extended = read_labels(path, charset=DEFAULT_CHARSET + "皖")
     assert [item.text for item in extended.items] == ["皖A12345", "OK1"]
+    # A leading symbol the OCR skips (a set's drops_leading_symbol) is dropped, only at the start, and only
+    # when the charset cannot express it; anything else outside the charset is still a skip.
+    dropped = read_labels(path, drop_leading_symbol=True)
+    assert [item.text for item in dropped.items] == ["A12345", "OK1"] and len(dropped.skipped) == 3
+    assert [i.text for i in read_labels(path, charset=DEFAULT_CHARSET + "皖", drop_leading_symbol=True).items] == [
+        "皖A12345", "OK1"]
+    write_csv(path, "file,text\na.png,A皖12345\na.png,皖\n")
+    inner = read_labels(path, drop_leading_symbol=True)
+    assert not inner.items and [why for _, why in inner.skipped][1] == "empty text"
 
 
 @pytest.mark.parametrize(
@@ -310,12 +319,17 @@ def test_real_shared_sets_match_their_readmes(capsys: pytest.CaptureFixture[str]
         assert 0.1 < len(val) / rows < 0.35, (name, len(val))
         kind = SHARED_SETS[name].kind
         assert all((item.box is None) == (kind == "crops") for item in labels.items)
+    # The Chinese province is dropped from the label: the OCR reads (and is scored on) the Latin rest.
     cn = load_shared("cn-plate-crops", root=root)
-    assert len(cn) == 0 and len(cn.skipped) == 1000
-    assert all("outside the charset" in reason for _, reason in cn.skipped)
+    assert len(cn) == 1000 and not cn.skipped
+    assert all(len(item.text) == 6 and item.text.isascii() for item in cn.items)
+    assert next(i for i in cn.items if i.path.name == "京PL3N67.jpg").text == "PL3N67"
+    cn_train, cn_val = cn.split(0.2)
+    assert 150 < len(cn_val) < 260 and not {i.text for i in cn_train} & {i.text for i in cn_val}
     assert SHARED_SETS["fr-plate-scenes"].role == "test"
     assert run_cli("dataset", "list") == 0
     listed = {r["name"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     assert listed["fr-plate-scenes"]["test"] == 85 and listed["fr-plate-scenes"]["train"] == 0
-    assert listed["cn-plate-crops"]["skipped"] == 1000
+    assert listed["cn-plate-crops"]["skipped"] == 0
+    assert listed["cn-plate-crops"]["train"] + listed["cn-plate-crops"]["val"] == 1000
     assert listed["us-nyc-plate-crops"]["train"] + listed["us-nyc-plate-crops"]["val"] == 2012

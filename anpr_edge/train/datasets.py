@@ -104,6 +104,9 @@ class SharedSet:
     # The plate formats (anpr_edge.plate_formats) a site in this region would configure; evaluation reports
     # exact match with and without them.
     formats: tuple[str, ...] = ()
+    # Labels start with one symbol the charset cannot express and the OCR is to skip, as it skips a
+    # state emblem (the Chinese province of cn-plate-crops): it is dropped, and the rest is read and scored.
+    drops_leading_symbol: bool = False
 
     def labels_path(self, root: Path | None = None) -> Path:
         return (root or datasets_root()) / self.folder / self.labels
@@ -119,8 +122,9 @@ SHARED_SETS: dict[str, SharedSet] = {
         SharedSet("tn-plate-crops", "tn-plate-crops", "crops", "tn", "train",
                   "Tunisian plates; T and N stand for Arabic words", formats=("TN",)),
         SharedSet("cn-plate-crops", "cn-plate-crops", "crops", "cn", "train",
-                  "94x24 crops whose first character is a Chinese province: every row is skipped unless "
-                  "the charset is extended with those characters"),
+                  "94x24 crops of Chinese blue plates (Anhui mostly); the leading Chinese province is dropped "
+                  "from the label unless the charset has it: the OCR reads the 6 Latin characters",
+                  drops_leading_symbol=True),
         SharedSet("fr-plate-scenes", "fr-plate-scenes", "scenes", "fr", "test",
                   "the European test set: full photos with one plate box and its text; never trained on",
                   formats=("FR",)),
@@ -146,12 +150,15 @@ def canonical_text(text: str, keep: str = "") -> str:
 
 
 def read_labels(
-    csv_path: str | Path, *, charset: str = DEFAULT_CHARSET, name: str | None = None
+    csv_path: str | Path, *, charset: str = DEFAULT_CHARSET, name: str | None = None,
+    drop_leading_symbol: bool = False,
 ) -> LabelSet:
     """Read a label CSV in either supported format (see the module docstring).
 
     Images of rows with a box are decoded once here to clip the box to the image; crops are only checked
-    to exist. ``name`` becomes each item's ``source`` (default: the CSV's folder name).
+    to exist. ``name`` becomes each item's ``source`` (default: the CSV's folder name). With
+    ``drop_leading_symbol``, a first character outside the charset is dropped from the label (a symbol the
+    OCR skips, like an emblem) rather than making the row a skip.
     """
     path = Path(csv_path)
     source = name or path.resolve().parent.name
@@ -169,6 +176,8 @@ def read_labels(
         box = _parse_box(row, where) if has_box else None
         # A charset that lists a separator (say '-') keeps it, exactly as normalize_text would.
         text = canonical_text(row.get("text") or "", keep=charset)
+        if drop_leading_symbol and text and text[0] not in allowed:
+            text = text[1:]
         if not text:
             label_set.skipped.append((line, "empty text"))
             continue
@@ -348,7 +357,8 @@ def load_shared(name: str, charset: str = DEFAULT_CHARSET, *, root: Path | None 
         shared = SHARED_SETS[name]
     except KeyError:
         raise ConfigError(f"unknown shared set {name!r}; known: {', '.join(SHARED_SETS)}") from None
-    return read_labels(shared.labels_path(root), charset=charset, name=name)
+    return read_labels(shared.labels_path(root), charset=charset, name=name,
+                       drop_leading_symbol=shared.drops_leading_symbol)
 
 
 # -------------------------------------------------------------------------------------------- crops
