@@ -790,6 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
     from anpr_edge.bench.clip_reads import register as register_bench_clip_reads
     from anpr_edge.bench.cli import register as register_bench_passages
     from anpr_edge.bench.mqtt_bench import register as register_bench_mqtt
+    from anpr_edge.bench.ocr_int8 import register as register_quantize_ocr
     from anpr_edge.bench.ocr_nets import register as register_bench_ocr_nets
     from anpr_edge.bench.roi import register as register_bench_roi
     from anpr_edge.bench.service_bench import register as register_bench_service
@@ -809,6 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_eval(commands)  # eval
     register_bench_sizes(commands)  # bench-sizes
     register_bench_ocr_nets(commands)  # bench-ocr-nets
+    register_quantize_ocr(commands)  # quantize-ocr
     register_bench_views(commands)  # bench-views
     register_bench_clip_reads(commands)  # bench-clip-reads
     register_bench_roi(commands)  # bench-roi
