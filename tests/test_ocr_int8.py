@@ -47,7 +47,7 @@ def test_quantize_ocr_writes_an_int8_copy_that_reads_like_the_model(tmp_path: Pa
                    "--max-crops", "16")
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
-    assert record["ops"] == ["Conv"] and 0 < record["calibration_crops"] <= 16 and record["calibration_frames"] == len(chosen)
+    assert record["ops"] == ["Conv"] and record["calibration"] == "percentile" and 0 < record["calibration_crops"] <= 16 and record["calibration_frames"] == len(chosen)
 
     model = onnx.load(str(out))
     kinds = {node.op_type for node in model.graph.node}
