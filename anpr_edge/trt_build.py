@@ -601,7 +601,7 @@ def calibration_source(config: AppConfig, folders: Sequence[Path]) -> tuple[Call
     return batches, summary
 
 
-def _calibration_folders(images: Sequence[str] | None, bundled: bool) -> list[Path]:
+def resolve_calibration_folders(images: Sequence[str] | None, bundled: bool) -> list[Path]:
     from anpr_edge.calibration import bundled_calib_dir
 
     folders: list[Path] = []
@@ -662,7 +662,7 @@ def build_engines(
 
 def cmd_build_engines(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
-    folders = _calibration_folders(args.images, not args.no_bundled) if args.precision == "int8" else []
+    folders = resolve_calibration_folders(args.images, not args.no_bundled) if args.precision == "int8" else []
     records = build_engines(config, precision=args.precision, workspace_mb=args.workspace, ocr_batch=args.max_batch,
                             detector_batch=args.detector_batch, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                             calibration_folders=folders, force=args.force)
@@ -673,7 +673,7 @@ def cmd_build_engines(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
-    folders = _calibration_folders(args.images, not args.no_bundled)
+    folders = resolve_calibration_folders(args.images, not args.no_bundled)
     if args.check:
         # CPU only: what the calibration would see (frames, detector batches, plate crops), no TensorRT.
         batches, summary = calibration_source(config, folders)

@@ -100,7 +100,7 @@ def quantize_ocr(
 
 def cmd_quantize_ocr(args: argparse.Namespace) -> int:
     from anpr_edge.config import default_config, load_config
-    from anpr_edge.trt_build import _calibration_folders, calibration_source
+    from anpr_edge.trt_build import calibration_source, resolve_calibration_folders
 
     model, output = Path(args.model), Path(args.output)
     if not model.is_file():
@@ -110,7 +110,7 @@ def cmd_quantize_ocr(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else default_config()
     config = config.model_copy(update={"models": config.models.model_copy(
         update={"ocr": config.models.ocr.model_copy(update={"path": model})})})
-    folders = _calibration_folders(args.images, not args.no_bundled)
+    folders = resolve_calibration_folders(args.images, not args.no_bundled)
     batches, summary = calibration_source(config, folders)
     crops = take_crops(batches("ocr"), args.max_crops)
     print(f"quantize-ocr: {len(crops)} calibration crops from {summary['images']} frames", file=sys.stderr)
