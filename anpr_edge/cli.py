@@ -96,7 +96,8 @@ def cmd_read(args: argparse.Namespace) -> int:
     def work(image: np.ndarray) -> dict[str, Any]:
         (reads,) = reader.read([image])
         plates = [
-            {"text": r.text, "confidence": round(r.confidence, 4), "box": _round_box(r.box), "format": r.format}
+            {"text": r.text, "confidence": round(r.confidence, 4), "box": _round_box(r.box), "format": r.format,
+             "at_frame_edge": r.at_frame_edge}
             for r in reads
             if r.confidence >= threshold and r.text
         ]
@@ -104,7 +105,8 @@ def cmd_read(args: argparse.Namespace) -> int:
 
     def human(record: dict[str, Any]) -> str:
         plates = record["plates"]
-        found = ", ".join(f"{p['text']} ({p['confidence']:.2f}) at {p['box']}" for p in plates) or "no plate"
+        found = ", ".join(f"{p['text']} ({p['confidence']:.2f}) at {p['box']}{' (cut by the frame edge)' if p['at_frame_edge'] else ''}"
+                          for p in plates) or "no plate"
         return f"{found}  [{record['ms']} ms]"
 
     return _process_files(args.paths, args.json, work, human)

@@ -102,6 +102,7 @@ class PlateRecognizer:
                 frame_index=crop.frame_index,
                 detector_confidence=crop.detector_confidence,
                 crop_image=crop.image,
+                at_frame_edge=crop.at_frame_edge,
             )
             for crop, row, (text, confidence, chars) in zip(crops, probs, decode_greedy(probs, self.charset))
         ]

@@ -9,7 +9,9 @@ given.
 
 A passage is a confirmed track. Its event is due when the track ends (unseen for ``tracking.max_age``
 frames or gone out of the frame) or, with ``events.early``, as soon as its vote is settled; either way a
-passage yields at most one event. Before it is sent the voted text goes through the plate formats and the
+passage yields at most one event. Reads of a plate cut by the frame's border (``PlateRead.at_frame_edge``: a
+car entering or leaving the view) read part of its text: they never settle a vote, and the vote counts them
+only while the passage has no read of the whole plate. Before it is sent the voted text goes through the plate formats and the
 allow/deny lists, and through the per-camera deduplication: a text seen again within
 ``events.dedup_window_s`` of the last sighting of the same text (a car idling at a barrier whose track was
 lost and found again) is the same car and is not reported; after the window it is a new passage.
@@ -115,12 +117,22 @@ class _Best:
     box: Box
     crop: np.ndarray
     snapshot: np.ndarray | None
+    at_frame_edge: bool = False  # the plate was cut by the frame's border in this view
+
+    def beaten_by(self, other: _Best | None) -> bool:
+        """Would ``other`` be the better view? A whole plate beats a cut one, then the higher score wins."""
+        if other is None:
+            return False
+        return (other.at_frame_edge, -other.score) < (self.at_frame_edge, -self.score)
 
 
 @dataclass
 class _Passage:
     track: Track
-    votes: VoteAccumulator
+    votes: VoteAccumulator  # reads of the whole plate
+    # Reads of the plate while cut by the frame's border (PlateRead.at_frame_edge: entering or leaving the
+    # view): a partial text, so they vote only for a passage with no read of the whole plate.
+    edge_votes: VoteAccumulator
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     vote: Vote | None = None
     stale: bool = False  # reads added since ``vote`` was computed
@@ -273,7 +285,8 @@ class PassageBuilder:
         for track in tracks:
             passage = self._passages.get(track.id)
             if passage is None:
-                passage = self._passages[track.id] = _Passage(track, VoteAccumulator(self.charset))
+                passage = self._passages[track.id] = _Passage(track, VoteAccumulator(self.charset),
+                                                              VoteAccumulator(self.charset))
                 self._adopt_fragment(passage)
             passage.track = track
             if track.detection is not None:
@@ -403,10 +416,9 @@ class PassageBuilder:
             if _may_be_same_plate(theirs.text if theirs else None, own.text if own else None,
                                   weak=short and not self._settled(fragment)):
                 passage.votes.merge(fragment.votes)
+                passage.edge_votes.merge(fragment.edge_votes)
                 passage.stale = True
-                if fragment.best_read is not None and (
-                    passage.best_read is None or fragment.best_read.score > passage.best_read.score
-                ):
+                if passage.best_read is None or passage.best_read.beaten_by(fragment.best_read):
                     passage.best_read = fragment.best_read
                 if passage.best_seen is None:
                     passage.best_seen = fragment.best_seen
@@ -436,12 +448,18 @@ class PassageBuilder:
         return self._finish(passage, final=True)
 
     def _current_vote(self, passage: _Passage) -> Vote | None:
-        if passage.stale or (passage.vote is None and passage.votes.count):
-            passage.vote = passage.votes.vote(candidates=self.voting.candidates, calibration=self.calibration)
+        """The vote of the passage's whole-plate reads; of its reads at the frame's edge when it has none."""
+        votes = passage.votes if passage.votes.count else passage.edge_votes
+        if passage.stale or (passage.vote is None and votes.count):
+            passage.vote = votes.vote(candidates=self.voting.candidates, calibration=self.calibration)
             passage.stale = False
         return passage.vote
 
     def _settled(self, passage: _Passage) -> bool:
+        """Enough agreeing reads of the whole plate to report it now. Reads at the frame's edge never settle
+        a passage: a car entering the view would be reported by the part of its plate in view."""
+        if not passage.votes.count:
+            return False
         return is_settled(
             self._current_vote(passage),
             min_reads=self.voting.settle_reads,
@@ -456,7 +474,7 @@ class PassageBuilder:
         return (
             limit is not None
             and track.last_seen - passage.first_seen >= limit
-            and passage.votes.count >= self.voting.settle_reads
+            and passage.votes.count + passage.edge_votes.count >= self.voting.settle_reads
         )
 
     def _see(self, passage: _Passage, frame: Frame, detections: Detections, det: int) -> None:
@@ -472,12 +490,13 @@ class PassageBuilder:
         box = read.box or passage.track.box
         sharpness = crop_sharpness(read.crop_image) if read.crop_image is not None else None
         weight = read_weight(read.confidence, width_px=box[2] - box[0], sharpness=sharpness)
-        passage.votes.add(read, weight)
+        (passage.edge_votes if read.at_frame_edge else passage.votes).add(read, weight)
         passage.stale = True
-        if passage.best_read is None or weight > passage.best_read.score:
-            passage.best_read = self._view(frame, _box(box), weight)
+        best = passage.best_read
+        if best is None or (best.at_frame_edge, -best.score) > (read.at_frame_edge, -weight):
+            passage.best_read = self._view(frame, _box(box), weight, at_frame_edge=read.at_frame_edge)
 
-    def _view(self, frame: Frame, box: Box, score: float) -> _Best:
+    def _view(self, frame: Frame, box: Box, score: float, *, at_frame_edge: bool = False) -> _Best:
         x1, y1, x2, y2 = box
         pad_x, pad_y = (x2 - x1) * self.crop_padding, (y2 - y1) * self.crop_padding
         left, top = max(int(np.floor(x1 - pad_x)), 0), max(int(np.floor(y1 - pad_y)), 0)
@@ -486,7 +505,7 @@ class PassageBuilder:
         # Copies: a source may reuse its frame buffer for the next frame.
         crop = frame.image[top:bottom, left:right].copy() if right > left and bottom > top else np.zeros((1, 1, 3), np.uint8)
         snapshot = frame.image.copy() if self.events.snapshot else None
-        return _Best(score, box, crop, snapshot)
+        return _Best(score, box, crop, snapshot, at_frame_edge)
 
     def _finish(self, passage: _Passage, *, final: bool) -> list[PlateEvent]:
         """The passage's event (or nothing: a duplicate, or unread when those are not wanted).

@@ -182,7 +182,8 @@ class PlateReader:
         camera_id: str = "",
         frame_indices: Sequence[int] | None = None,
     ) -> list[list[PlateRead]]:
-        """Reads per image, sorted by confidence (best first).
+        """Reads per image, best first: whole plates by confidence, then plates cut by the frame's border
+        (``at_frame_edge``: a partial plate's read is no plate's text, however sure the OCR is of it).
 
         With a ``fallback`` detector, an image gets a second, larger look when the first found no plate or,
         with ``fallback_below``, none that reads with at least that confidence (a grille found instead of a
@@ -200,7 +201,7 @@ class PlateReader:
                 extra = self._read_found([images[n] for n in again], new, camera_id, [indices[n] for n in again])
                 for n, reads in zip(again, extra):
                     per_image[n] += reads
-        return [sorted(reads, key=lambda r: -r.confidence) for reads in per_image]
+        return [sorted(reads, key=lambda r: (r.at_frame_edge, -r.confidence)) for reads in per_image]
 
     def _look_again(self, reads: Sequence[PlateRead]) -> bool:
         if not reads:

@@ -101,6 +101,8 @@ class PlateCrop:
     camera_id: str = ""
     frame_index: int = -1
     detector_confidence: float = 1.0
+    # The box reaches the frame's border (crop.at_frame_edge): the plate is probably cut by it.
+    at_frame_edge: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,6 +128,8 @@ class PlateRead:
     crop_image: np.ndarray | None = field(default=None, repr=False)
     # The plate format the text was read under (plate_formats.format_read), None when none was applied.
     format: str | None = None
+    # The plate's box reaches the frame's border (crop.at_frame_edge): probably only part of its text.
+    at_frame_edge: bool = False
 
 
 @dataclass(frozen=True)

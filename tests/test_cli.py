@@ -166,7 +166,7 @@ def test_read_json_contract(tmp_path: Path, models: dict[str, Path]) -> None:
     bright = records["bright.jpg"]
     assert set(bright) == {"file", "plates", "ms"} and bright["ms"] >= 0
     assert bright["plates"] == [{"text": "A", "confidence": pytest.approx(1.0, abs=0.01), "box": [68.8, 34.4, 131.2, 65.6],
-                                 "format": None}]
+                                 "format": None, "at_frame_edge": False}]
     assert records["dark.png"]["plates"][0]["text"] == "B"
     assert records["dark.png"]["plates"][0]["box"] == [18.8, 84.4, 81.2, 115.6]
     assert records["broken.jpg"] == {

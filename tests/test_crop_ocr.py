@@ -10,7 +10,15 @@ import pytest
 from tiny_models import brightness_ocr
 
 from anpr_edge.backends import create_backend
-from anpr_edge.crop import WIDE_EXTRA_PADDING, crop_plate, crop_region, estimate_roll, fit_crop, plate_cuts
+from anpr_edge.crop import (
+    WIDE_EXTRA_PADDING,
+    at_frame_edge,
+    crop_plate,
+    crop_region,
+    estimate_roll,
+    fit_crop,
+    plate_cuts,
+)
 from anpr_edge.errors import BackendError
 from anpr_edge.ocr import PlateRecognizer, decode_greedy, most_confident, normalize_text
 from anpr_edge.values import PlateRead
@@ -48,6 +56,34 @@ def test_crop_at_frame_edge_replicates_border() -> None:
     assert (crop.image == 200).all()  # outside pixels replicate the edge, no black bars
     fully_outside = crop_plate(image, (500, 500, 560, 520), (64, 32))
     assert fully_outside.image.shape == (32, 64, 3)
+
+
+@pytest.mark.parametrize(
+    ("box", "cut"),
+    [
+        ((0.5, 500.0, 58.0, 531.0), True),  # flush with the left border (a car parked at the side)
+        ((1352.0, 323.0, 1439.2, 351.0), True),  # with the right border of a 1440 px wide photo
+        ((1341.8, 439.0, 1434.7, 470.2), True),  # 5.3 px (0.37%) from it: its last letter is cut
+        ((600.0, 1050.0, 700.0, 1078.5), True),  # with the bottom (leaving the view)
+        ((600.0, 10.0, 700.0, 40.0), False),  # 10 px below the top: whole
+        ((1300.0, 439.0, 1425.0, 470.0), False),  # 15 px (1%) from the right: whole
+        ((-30.0, 500.0, 40.0, 530.0), True),  # a box past the border
+    ],
+)
+def test_a_plate_cut_by_the_frame_border_is_at_the_frame_edge(box: tuple[float, ...], cut: bool) -> None:
+    assert at_frame_edge(box, (1080, 1440, 3)) is cut
+
+
+def test_crops_and_reads_carry_whether_the_plate_is_at_the_frame_edge(tmp_path: Path) -> None:
+    image = np.full((100, 400, 3), 230, np.uint8)
+    inside, at_edge = (100.0, 40.0, 160.0, 60.0), (340.0, 40.0, 399.5, 60.0)
+    assert not crop_plate(image, inside, (128, 32)).at_frame_edge
+    assert crop_plate(image, at_edge, (128, 32)).at_frame_edge
+    cuts = plate_cuts(image, at_edge, (128, 32), cuts=("wide",))
+    assert len(cuts) == 2 and all(c.at_frame_edge for c in cuts)
+    recognizer = PlateRecognizer(create_backend("onnxruntime", brightness_ocr(tmp_path / "ocr.onnx")))
+    reads = recognizer.read_crops([crop_plate(image, inside, (128, 32)), crop_plate(image, at_edge, (128, 32))])
+    assert [r.at_frame_edge for r in reads] == [False, True]
 
 
 def _tilted_plate(degrees: float) -> tuple[np.ndarray, tuple[float, float, float, float]]:

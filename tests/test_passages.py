@@ -72,6 +72,19 @@ def empty(frames: int) -> list[Step]:
     return [[] for _ in range(frames)]
 
 
+def drive_reads(b: PassageBuilder, frames: Sequence[Sequence[tuple[Sequence[float], str, bool]]],
+                flush: bool = True) -> list[tuple[int, PlateEvent]]:
+    """Like ``drive``, each read marked cut by the frame's border or not: (box, text, at_frame_edge)."""
+    out: list[tuple[int, PlateEvent]] = []
+    for index, step in enumerate(frames):
+        dets = detections(*[box for box, _, _ in step]) if step else detections()
+        reads = [replace(make_read(text, box), at_frame_edge=edge) for box, text, edge in step]
+        out += [(index, event) for event in b.update(frame(index), dets, reads)]
+    if flush:
+        out += [(-1, e) for e in b.flush()]
+    return out
+
+
 # ------------------------------------------------------------------------------------------ one passage
 def test_one_event_per_passage_when_the_track_ends() -> None:
     b = builder()
@@ -488,3 +501,33 @@ def test_config_mistakes_are_named(data: dict, message: str) -> None:
     data = {"cameras": [{"id": "a", "source": "demo"}], **data}
     with pytest.raises(ConfigError, match=message):
         parse_config(data)
+
+
+# ------------------------------------------------------------------------------------- the frame's edge
+def test_a_plate_entering_the_view_is_reported_by_its_whole_reads_not_its_cut_ones() -> None:
+    """A car drives in from the left: for six frames its plate is cut by the border and reads (sure of
+    itself) as its last four characters; then it is whole. Six agreeing cut reads would settle an early
+    event on the partial text; they must not, and the whole plate's reads decide."""
+    b = builder(events=EventsConfig(early=True), voting=VotingConfig(settle_weight=0.0))
+    entering = [[((0.0, 200.0, 40.0 + 10 * i, 225.0), "23CD", True)] for i in range(6)]
+    whole = [[((60.0 + 10 * i, 200.0, 160.0 + 10 * i, 225.0), "AB123CD", False)] for i in range(4)]
+    out = drive_reads(b, entering + whole + [[] for _ in range(8)])
+    assert [e.text for _, e in out] == ["AB123CD"]
+    assert out[0][0] >= len(entering)  # not before the plate was whole in view
+
+
+def test_the_cut_reads_outnumbering_the_whole_ones_do_not_outvote_them() -> None:
+    b = builder()
+    entering = [[((0.0, 200.0, 40.0 + 10 * i, 225.0), "123CD", True)] for i in range(8)]
+    whole = [[((60.0 + 10 * i, 200.0, 160.0 + 10 * i, 225.0), "AB123CD", False)] for i in range(2)]
+    out = drive_reads(b, entering + whole + [[] for _ in range(8)])
+    assert [e.text for _, e in out] == ["AB123CD"]
+
+
+def test_a_plate_only_ever_seen_cut_by_the_border_still_gets_its_event() -> None:
+    """Nothing is lost: a car that never comes whole into view is reported by what could be read."""
+    b = builder(events=EventsConfig(early=True), voting=VotingConfig(settle_weight=0.0))
+    parked = [[((0.0, 200.0, 70.0, 225.0), "123CD", True)] for _ in range(10)]
+    out = drive_reads(b, parked + [[] for _ in range(8)])
+    assert [e.text for _, e in out] == ["123CD"]
+    assert out[0][0] not in range(len(parked))  # when the track ended, not settled early on a cut plate

@@ -1,5 +1,5 @@
-"""PlateReader's second look (``models.detector.fallback_size``): photos where the detector finds nothing, or
-only plates that read weakly (``fallback_below``)."""
+"""PlateReader: the second look (``models.detector.fallback_size``) at photos where the detector finds nothing,
+or only plates that read weakly (``fallback_below``); the order of a photo's reads."""
 
 from __future__ import annotations
 
@@ -136,3 +136,19 @@ def test_each_plate_is_read_in_every_cut_and_its_most_confident_read_kept(tmp_pa
     assert daemon.confidence == pytest.approx(wide_read.confidence) and daemon.frame_index == 3
     assert with_cuts.with_formats(()).extra_cuts == ("wide", "level")
     assert PlateReader.from_config(load_config(_config(tmp_path, tmp_path / "d.onnx"))).extra_cuts == ()
+
+
+def test_a_plate_cut_by_the_photo_border_comes_after_the_whole_ones_however_sure(tmp_path: Path) -> None:
+    # Two boxes in a 200 x 200 photo (detector input 64: x3.125): one flush with the left border, one inside.
+    rows = np.array([[5, 32, 10, 10, 0.9], [32, 32, 10, 10, 0.9]], np.float32)
+    detector = PlateDetector(create_backend("onnxruntime", constant_detector(tmp_path / "d.onnx", rows, size=None)),
+                             input_size=64, confidence=0.5)
+    recognizer = PlateRecognizer(create_backend("onnxruntime", brightness_ocr(tmp_path / "ocr.onnx")))
+    image = np.full((200, 200, 3), 190, np.uint8)
+    image[:, :40] = 255  # the cut plate's crop is brighter: the OCR is surer of it
+    (reads,) = PlateReader(detector, recognizer).read([image])
+    assert len(reads) == 2
+    edge = next(r for r in reads if r.box[0] < 1.0)
+    whole = next(r for r in reads if r.box[0] > 1.0)
+    assert edge.confidence > whole.confidence
+    assert reads == [whole, edge] and edge.at_frame_edge and not whole.at_frame_edge
