@@ -201,7 +201,7 @@ class PlateReader:
                 extra = self._read_found([images[n] for n in again], new, camera_id, [indices[n] for n in again])
                 for n, reads in zip(again, extra):
                     per_image[n] += reads
-        return [sorted(reads, key=lambda r: (r.at_frame_edge, -r.confidence)) for reads in per_image]
+        return [best_first(reads) for reads in per_image]
 
     def _look_again(self, reads: Sequence[PlateRead]) -> bool:
         if not reads:
@@ -220,6 +220,12 @@ class PlateReader:
         for n, plate in zip(owner, self.read_cut_sets(cut_sets, formatted=True)):
             per_image[n].append(plate)
         return per_image
+
+
+def best_first(reads: Sequence[PlateRead]) -> list[PlateRead]:
+    """One image's reads in ``PlateReader.read``'s order: whole plates by confidence, then plates cut by the
+    frame's border (``at_frame_edge``: a partial plate's read is no plate's text, however sure the OCR is)."""
+    return sorted(reads, key=lambda r: (r.at_frame_edge, -r.confidence))
 
 
 def _not_overlapping(found: Detections, kept: Detections, iou: float) -> np.ndarray:

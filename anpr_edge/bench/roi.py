@@ -153,7 +153,7 @@ class ModeResult:
 def score_modes(config: AppConfig, grid: int, sets: Sequence[tuple[str, Sequence[WideView]]], *,
                 progress: bool = True, tiles: int = 1) -> list[ModeResult]:
     """Both modes (and with ``tiles`` > 1 the whole frame in tiles) on the same wide views of every set."""
-    from anpr_edge.pipeline import PlateReader
+    from anpr_edge.pipeline import PlateReader, best_first
     from anpr_edge.read_eval import evaluate_read
 
     reader = PlateReader.from_config(config, fallback=False)
@@ -174,7 +174,7 @@ def score_modes(config: AppConfig, grid: int, sets: Sequence[tuple[str, Sequence
                 result.detector_ms.append((time.perf_counter() - began) * 1000.0)
                 if len(found):  # the daemon's camera filter: only plates centred in the ROI count
                     found = found[inside_roi(found.xyxy, roi, image.shape)]
-                return sorted(reader.read_detections(image, found), key=lambda r: -r.confidence)
+                return best_first(reader.read_detections(image, found))
 
             result.reports.append(evaluate_read(
                 f"{name}, grid {grid}", [view.scene for view in views], read, progress=progress,

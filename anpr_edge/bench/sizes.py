@@ -79,7 +79,7 @@ class SizeResult:
 def sweep_sizes(config: AppConfig, sizes: Sequence[int], sets: Sequence[tuple[str, Sequence[LabeledScene]]], *,
                 progress: bool | None = None) -> list[SizeResult]:
     """Each size in turn: load the models with that detector size and score every set."""
-    from anpr_edge.pipeline import PlateReader
+    from anpr_edge.pipeline import PlateReader, best_first
     from anpr_edge.read_eval import evaluate_read
 
     results = []
@@ -93,7 +93,7 @@ def sweep_sizes(config: AppConfig, sizes: Sequence[int], sets: Sequence[tuple[st
             (detections,) = reader.detector.detect([image])
             result.detector_ms.append((time.perf_counter() - began) * 1000.0)
             reads = reader.read_detections(image, detections)
-            return sorted(reads, key=lambda r: -r.confidence)  # as PlateReader.read orders them
+            return best_first(reads)  # as PlateReader.read orders them
 
         for name, scenes in sets:
             result.reports.append(evaluate_read(f"{name}", scenes, read, progress=progress is not False,
