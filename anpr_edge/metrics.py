@@ -102,6 +102,13 @@ class ServiceMetrics:
         self._reconnects = Counter("anpr_reconnects", "Reconnects to the camera's source.", ["camera"], registry=r)
         self._events = Counter("anpr_events", "Plate events (vehicle passages) emitted.", ["camera"], registry=r)
         self._ocr_reads = Counter("anpr_ocr_reads", "Plate crops read by the OCR.", ["camera"], registry=r)
+        self._ocr_reads_at_edge = Counter(
+            "anpr_ocr_reads_at_frame_edge",
+            "Plate crops read while the plate was cut by the frame's border (part of its text; they settle no "
+            "vote). A large share of anpr_ocr_reads: the camera sees plates only as they enter or leave its view.",
+            ["camera"],
+            registry=r,
+        )
         self._ocr_skipped = Counter(
             "anpr_ocr_skipped",
             "Plate crops not read because their track's vote was already settled (adaptive compute).",
@@ -146,7 +153,7 @@ class ServiceMetrics:
         """Create a camera's series at zero (down), so dashboards and rate() see it before its first frame."""
         c = _label(camera)
         for counter in (self._frames_read, self._frames_processed, self._reconnects, self._events,
-                        self._ocr_reads, self._ocr_skipped):
+                        self._ocr_reads, self._ocr_reads_at_edge, self._ocr_skipped):
             counter.labels(c)
         for reason in DROP_REASONS:
             self._frames_dropped.labels(c, reason)
@@ -158,7 +165,7 @@ class ServiceMetrics:
         """Drop all of a camera's series (after a config reload removed it): no stale camera on dashboards."""
         c = _label(camera)
         for metric in (self._frames_read, self._frames_processed, self._reconnects, self._events,
-                       self._ocr_reads, self._ocr_skipped, self._camera_up):
+                       self._ocr_reads, self._ocr_reads_at_edge, self._ocr_skipped, self._camera_up):
             with contextlib.suppress(KeyError):
                 metric.remove(c)
         for reason in DROP_REASONS:
@@ -194,6 +201,9 @@ class ServiceMetrics:
 
     def ocr_read(self, camera: str, n: int = 1) -> None:
         self._ocr_reads.labels(_label(camera)).inc(n)
+
+    def ocr_read_at_frame_edge(self, camera: str, n: int = 1) -> None:
+        self._ocr_reads_at_edge.labels(_label(camera)).inc(n)
 
     def ocr_skipped(self, camera: str, n: int = 1) -> None:
         self._ocr_skipped.labels(_label(camera)).inc(n)

@@ -470,6 +470,9 @@ def _process(
         if metrics is not None:
             metrics.observe_stage("ocr", time.perf_counter() - began)
             metrics.ocr_read(frame.camera_id, len(wanted))
+            cut = sum(read.at_frame_edge for read in reads)
+            if cut:
+                metrics.ocr_read_at_frame_edge(frame.camera_id, cut)
     if needed is not None:
         skipped = int((~needed).sum())
         stats.ocr_skipped += skipped

@@ -39,6 +39,7 @@ def test_every_metric_is_exposed_with_its_labels() -> None:
         'anpr_reconnects_total{camera="cam1"} 0.0',
         'anpr_events_total{camera="cam1"} 0.0',
         'anpr_ocr_reads_total{camera="cam1"} 0.0',
+        'anpr_ocr_reads_at_frame_edge_total{camera="cam1"} 0.0',
         'anpr_ocr_skipped_total{camera="cam1"} 0.0',
         'anpr_camera_up{camera="cam1"} 0.0',
         'anpr_camera_fps{camera="cam1",kind="input"} 0.0',
@@ -71,6 +72,7 @@ def test_counters_and_gauges_follow_the_calls() -> None:
     m.reconnected("cam1")
     m.event("cam1")
     m.ocr_read("cam1", 5)
+    m.ocr_read_at_frame_edge("cam1", 2)
     m.ocr_skipped("cam1")
     m.camera_up("cam1", True)
     m.set_fps("cam1", "input", 7.9)
@@ -84,6 +86,7 @@ def test_counters_and_gauges_follow_the_calls() -> None:
     assert value(m, "anpr_reconnects_total", camera="cam1") == 1
     assert value(m, "anpr_events_total", camera="cam1") == 1
     assert value(m, "anpr_ocr_reads_total", camera="cam1") == 5
+    assert value(m, "anpr_ocr_reads_at_frame_edge_total", camera="cam1") == 2
     assert value(m, "anpr_ocr_skipped_total", camera="cam1") == 1
     assert value(m, "anpr_camera_up", camera="cam1") == 1
     assert value(m, "anpr_camera_fps", camera="cam1", kind="input") == pytest.approx(7.9)
