@@ -108,6 +108,27 @@ def test_french_plates_draw_the_short_tail_q_and_keep_q_in_the_label() -> None:
         assert sp.SHORT_TAIL_Q not in sample.text and set(sample.text) <= set(sp.CHARSET)
 
 
+def test_chinese_plates_lead_with_a_province_character_that_is_not_in_the_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(2)
+    for name, text in (("cn_blue", "A12345"), ("cn_green", "AD12345")):
+        layout = sp.LAYOUTS[name]
+        assert layout.emblem == "hanzi" and sp.layout_regex(layout).fullmatch(text)
+        plate = sp._render(sp._shown_lines(text, layout, None), layout, rng, 100)
+        assert len(plate.boxes) == len(text)  # the label's characters only
+        first = min(plate.boxes)
+        x1, y1, x2, y2 = (int(v) for v in first)
+        # Left of the first label character: a character's worth of ink that is not label ink.
+        left = plate.image[y1:y2, max(x1 - (x2 - x1) - 8, 0) : x1 - 2].astype(np.float32)
+        assert left.size and left.std() > 30 and plate.text_mask[y1:y2, : x1 - 2].max() < 128
+    for _ in range(20):
+        sample = sp.synth_sample(rng, ["cn_blue", "cn_green"])
+        assert set(sample.text) <= set(sp.CHARSET) and len(sample.text) in (6, 7)
+        assert "I" not in sample.text and "O" not in sample.text
+    monkeypatch.setattr(sp, "HANZI_FONT", "NoSuchFont")
+    with pytest.raises(RuntimeError, match="apt-get install -y fonts-droid-fallback"):
+        sp.render_plate("A12345", "cn_blue", rng)
+
+
 def test_two_line_layouts_draw_two_rows_top_then_bottom() -> None:
     rng = np.random.default_rng(8)
     two_line = [layout for layout in sp.LAYOUTS.values() if layout.lines == 2]

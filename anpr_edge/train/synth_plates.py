@@ -64,6 +64,7 @@ FONT_PACKAGES = (
     "fonts-roadgeek",
     "fonts-opendin",
     "fonts-bebas-neue",
+    "fonts-droid-fallback",
 )
 FONT_ROOT = Path("/usr/share/fonts")
 
@@ -83,6 +84,8 @@ SIGN_FONTS = ("RG2014B", "RG2014C", "RG2014D", "OSP-DIN", "BebasNeue-Bold")
 LABEL_FONTS = NARROW_FONTS + WIDE_FONTS + MONO_FONTS + SIGN_FONTS
 # Small print only (state names, slogans, dealer frames), never the label.
 DECOR_FONTS = ("NimbusRoman-Bold", "Z003-MediumItalic", "NimbusSans-Regular", "DejaVuSerif-Bold", "Roboto-Medium")
+# Chinese characters for the province that leads Chinese plates (fonts-droid-fallback); an emblem, never the label.
+HANZI_FONT = "DroidSansFallbackFull"
 _FONT_SUFFIXES = (".ttf", ".otf")  # preferred over the Type 1 copies (.pfb) of the same URW faces
 
 RGB = tuple[int, int, int]
@@ -110,7 +113,7 @@ SHORT_TAIL_Q = "\ue051"
 @functools.lru_cache(maxsize=1)
 def _font_index() -> dict[str, Path]:
     """Known font stems -> file, found by name anywhere under /usr/share/fonts."""
-    wanted = set(LABEL_FONTS + DECOR_FONTS)
+    wanted = set(LABEL_FONTS + DECOR_FONTS + (HANZI_FONT,))
     found: dict[str, Path] = {}
     if FONT_ROOT.is_dir():
         for path in sorted(FONT_ROOT.rglob("*")):
@@ -212,7 +215,7 @@ class Layout:
     """How one kind of plate looks and what text it carries. Colours are RGB."""
 
     name: str
-    region: str  # "EU", "UK", "US", "BR" or "OTHER"
+    region: str  # "EU", "UK", "US", "BR", "CN" or "OTHER"
     aspect: float  # plate width / height
     patterns: tuple[str, ...]  # see the module docstring; repeat a pattern to weight it
     lines: int = 1
@@ -225,7 +228,7 @@ class Layout:
     accents: tuple[RGB, ...] = (EU_BLUE,)  # colour of bands and headers, one per plate
     header_font: str = "NimbusSans-Bold"
     header_band: bool = False  # header text in the background colour on an accent band
-    emblem: str = ""  # what fills a "*" slot: "state", "seals", "shield_at", "shield_ch", "orange"
+    emblem: str = ""  # what fills a "*" slot: "state", "seals", "shield_at", "shield_ch", "orange", "hanzi"
     char_height: float = 0.78  # cap height / height of the text area (per line)
     char_width: tuple[float, float] = (0.56, 0.68)  # mean character advance / cap height
     tracking: tuple[float, float] = (0.03, 0.10)  # extra gap between characters / cap height
@@ -239,6 +242,9 @@ class Layout:
 _NO_IOQ = "ABCDEFGHJKLMNPRSTUVWXYZ"
 _NO_IOU = "ABCDEFGHJKLMNPQRSTVWXYZ"
 _NO_IOQU = "ABCDEFGHJKLMNPRSTVWXYZ"
+_NO_IO = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+# One-character province names that lead Chinese plates (drawn by the "hanzi" emblem).
+_CN_PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
 _ES_LETTERS = "BCDFGHJKLMNPRSTVWXYZ"
 _NL_LETTERS = "BDFGHJKLNPRSTVXZ"
 _GR_LETTERS = "ABEHIKMNOPTXYZ"  # Greek capitals that look Latin
@@ -393,6 +399,19 @@ LAYOUTS: dict[str, Layout] = {
                colours=((WHITE, BLACK),) * 5 + ((WHITE, (180, 20, 30)),) * 2 + ((WHITE, (0, 60, 150)), (WHITE, (0, 110, 60))),
                accents=((0, 56, 168),), decorations=("mercosur_band", "border_thin?0.5", "screws?0.3"), fonts=_BR_FONTS,
                char_width=(0.56, 0.66), weight=4.5),
+        # ------------------------------------------------------------------------------------- China
+        # A province character (not in the label: the OCR skips it as it skips an emblem), the issuing office's
+        # letter, a dot, then five characters (no I or O), white on blue (cars) or black on yellow (large
+        # vehicles), framed in the text colour; new-energy plates are green with six after the dot. No real
+        # Chinese crop is trained on: cn-plate-crops tests a region known only from this layout.
+        Layout("cn_blue", "CN", 440 / 140, ("*@·%%%%%",), letters=_NO_IO, emblem="hanzi",
+               colours=(((12, 62, 170), WHITE),) * 4 + (((246, 196, 20), BLACK),),
+               decorations=("border?0.85", "screws?0.4", "emboss?0.2"), fonts=NARROW_FONTS + SIGN_FONTS,
+               char_height=0.82, char_width=(0.46, 0.58), tracking=(0.06, 0.14), weight=1.5),
+        Layout("cn_green", "CN", 480 / 140, ("*@·%%%%%%",), letters=_NO_IO, emblem="hanzi",
+               colours=(((150, 222, 170), BLACK), ((200, 236, 200), BLACK)),
+               decorations=("border?0.6", "screws?0.4"), fonts=NARROW_FONTS + SIGN_FONTS,
+               char_height=0.82, char_width=(0.44, 0.54), tracking=(0.05, 0.12), weight=0.5),
         # ---------------------------------------------------------------------------- anything else
         Layout("other_generic", "OTHER", 3.8, ("%{4,9}", "%{2,3} %{2,5}", "%{2,3}-%{2,5}", "@{1,3}·#{3,5}",
                                                 "@@ ####", "#### @@", "%{2,4} %{2,4}", "#{2,3}-@{1,3}-#{2,3}"),
@@ -1059,6 +1078,12 @@ def _emblem(c: _Ctx, kind: str, box: tuple[float, float, float, float], fg: Sequ
     elif kind == "orange":
         _circle(c.img, cx, cy, cap * 0.2, _bgr((240, 130, 20)))
         _circle(c.img, cx + cap * 0.08, cy - cap * 0.2, cap * 0.07, _bgr((30, 130, 50)))
+    elif kind == "hanzi":  # the province of a Chinese plate: a character the OCR must skip, as it skips emblems
+        if HANZI_FONT not in _font_index():
+            raise RuntimeError(f"the Chinese plate layouts need {HANZI_FONT}: apt-get install -y fonts-droid-fallback")
+        char = _CN_PROVINCES[int(rng.integers(len(_CN_PROVINCES)))]
+        pixels = _sized_glyph(HANZI_FONT, char, 0, max(_px(x2 - x1), 1), max(_px(cap), 1))
+        _blend(c.img, pixels, _bgr(fg), _px(x1), _px(y1))
     elif kind in ("shield_at", "shield_ch"):
         w, h = min((x2 - x1) * 0.7, cap * 0.38), cap * 0.45
         points = np.array([[cx - w / 2, cy - h / 2], [cx + w / 2, cy - h / 2], [cx + w / 2, cy + h / 6],
