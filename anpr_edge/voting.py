@@ -195,7 +195,7 @@ IDENTITY = Calibration(((0.0, 0.0), (1.0, 1.0)))
 # reads (fit_calibration) did no better on the held-out set (0.080), so none is applied. The model's raw
 # read confidence, by contrast, averages 0.463 on the validation crops it reads 83% right.
 # The bundled OCR has since been trained further, always with label smoothing 0.1; the score was not
-# re-measured for it (2026-12-06: the 420-minute model).
+# re-measured for it (2026-12-06: the 420-minute model; 2026-12-07: the 495-minute model).
 # Refit with fit_calibration on labelled passages when the model changes; voting.calibration takes the map.
 DEFAULT_CALIBRATION = IDENTITY
 
