@@ -119,11 +119,9 @@ class _Best:
     snapshot: np.ndarray | None
     at_frame_edge: bool = False  # the plate was cut by the frame's border in this view
 
-    def beaten_by(self, other: _Best | None) -> bool:
-        """Would ``other`` be the better view? A whole plate beats a cut one, then the higher score wins."""
-        if other is None:
-            return False
-        return (other.at_frame_edge, -other.score) < (self.at_frame_edge, -self.score)
+    def beaten_by(self, at_frame_edge: bool, score: float) -> bool:
+        """Would a view with these be better? A whole plate beats a cut one, then the higher score wins."""
+        return (at_frame_edge, -score) < (self.at_frame_edge, -self.score)
 
 
 @dataclass
@@ -418,7 +416,9 @@ class PassageBuilder:
                 passage.votes.merge(fragment.votes)
                 passage.edge_votes.merge(fragment.edge_votes)
                 passage.stale = True
-                if passage.best_read is None or passage.best_read.beaten_by(fragment.best_read):
+                theirs = fragment.best_read
+                if theirs is not None and (passage.best_read is None
+                                           or passage.best_read.beaten_by(theirs.at_frame_edge, theirs.score)):
                     passage.best_read = fragment.best_read
                 if passage.best_seen is None:
                     passage.best_seen = fragment.best_seen
@@ -493,7 +493,7 @@ class PassageBuilder:
         (passage.edge_votes if read.at_frame_edge else passage.votes).add(read, weight)
         passage.stale = True
         best = passage.best_read
-        if best is None or (best.at_frame_edge, -best.score) > (read.at_frame_edge, -weight):
+        if best is None or best.beaten_by(read.at_frame_edge, weight):
             passage.best_read = self._view(frame, _box(box), weight, at_frame_edge=read.at_frame_edge)
 
     def _view(self, frame: Frame, box: Box, score: float, *, at_frame_edge: bool = False) -> _Best:

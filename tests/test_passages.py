@@ -514,6 +514,18 @@ def test_a_plate_entering_the_view_is_reported_by_its_whole_reads_not_its_cut_on
     out = drive_reads(b, entering + whole + [[] for _ in range(8)])
     assert [e.text for _, e in out] == ["AB123CD"]
     assert out[0][0] >= len(entering)  # not before the plate was whole in view
+    assert out[0][1].box[0] >= 60.0  # its crop is a whole view, though the cut reads weighed more
+
+
+def test_a_whole_view_of_the_plate_is_the_events_crop_even_when_a_cut_one_read_better() -> None:
+    b = builder()
+    # The plate comes closer (grows) while it drifts right and out of the 640 px frame: its last views are
+    # wider (a larger read weight) but flush with the border.
+    steps = [[((440.0 + 20 * i, 200.0 - 2 * i, 540.0 + 30 * i, 225.0 + 2 * i), "AB123CD", False)] for i in range(3)]
+    steps += [[((500.0 + 20 * i, 194.0 - 2 * i, 640.0, 231.0 + 2 * i), "AB123CD", True)] for i in range(3)]
+    (_, event), = drive_reads(b, steps + [[] for _ in range(8)])
+    assert event.text == "AB123CD" and event.reads == 3  # the whole reads voted, the cut ones (one track) not
+    assert event.box[2] < 640.0  # the old rule took the cut view: it weighed more
 
 
 def test_the_cut_reads_outnumbering_the_whole_ones_do_not_outvote_them() -> None:
