@@ -190,6 +190,33 @@ def test_samples_have_consistent_geometry_and_labels() -> None:
     assert len(seen) > 15
 
 
+def test_steep_side_views_keep_their_characters_legible(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The yaw tail: plates seen 30-60 degrees from the side, as near as needed to stay readable."""
+    yaws: list[float] = []
+    rotation = sp._rotation
+
+    def recording(yaw: float, pitch: float, roll: float) -> np.ndarray:
+        yaws.append(abs(np.degrees(yaw)))
+        return rotation(yaw, pitch, roll)
+
+    monkeypatch.setattr(sp, "_rotation", recording)
+    monkeypatch.setattr(sp, "YAW_TAIL_SHARE", 1.0)
+    rng = np.random.default_rng(5)
+    for _ in range(60):
+        quad = sp._pose(520.0, 110.0, 150.0, rng)
+        # Narrowed by cos(yaw) and widened back by 1/cos(yaw): about as wide as a frontal plate.
+        assert 0.75 * 150.0 <= quad[:, 0].max() - quad[:, 0].min() <= 1.6 * 150.0
+    assert min(yaws) >= 30.0 and max(yaws) <= 60.0 and np.median(yaws) > 40.0
+    for _ in range(40):
+        s = sp.synth_sample(rng, layouts=["eu_fr_siv"])
+        assert sp.layout_regex(s.layout).fullmatch(s.text) and 30 <= s.box[2] - s.box[0] <= 620
+    monkeypatch.setattr(sp, "YAW_TAIL_SHARE", 0.0)
+    yaws.clear()
+    for _ in range(60):
+        sp._pose(520.0, 110.0, 150.0, rng)
+    assert max(yaws) <= 35.0
+
+
 def test_layout_choice_and_weights() -> None:
     rng = np.random.default_rng(1)
     names = {sp.synth_sample(rng, layouts=["br_old", "uk_rear"], weights=[0, 1]).layout for _ in range(5)}
