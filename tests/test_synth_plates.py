@@ -83,7 +83,7 @@ def test_render_plate_accepts_any_compatible_text() -> None:
         sp.render_plate("AB12", "moto_2line", rng, split=4)
 
 
-def test_french_plates_draw_the_short_tail_q_and_keep_q_in_the_label() -> None:
+def test_french_plates_draw_the_french_q_m_w_and_keep_the_letters_in_the_label() -> None:
     for stem in ("NimbusSans-Bold", "RobotoCondensed-Bold", "OSP-DIN"):
         o, q, font_q = sp._glyph(stem, "O", 0), sp._glyph(stem, sp.SHORT_TAIL_Q, 0), sp._glyph(stem, "Q", 0)
         h, w = o.mask.shape
@@ -94,18 +94,36 @@ def test_french_plates_draw_the_short_tail_q_and_keep_q_in_the_label() -> None:
         ys, xs = np.nonzero(added)
         assert len(ys) > 0.005 * h * w and ys.min() > 0.5 * h and xs.min() > 0.4 * w
         assert h < q.mask.shape[0] <= 1.1 * h and not np.array_equal(q.mask, font_q.mask)
+        # M and W: straight full-height stems at the H's place, the V reaching half-way from the top (M)
+        # or the bottom (W): the middle column is inked only in that half.
+        glyph_h = sp._glyph(stem, "H", 0)
+        for char, inked_half in ((sp.STRAIGHT_M, "top"), (sp.STRAIGHT_W, "bottom")):
+            glyph = sp._glyph(stem, char, 0)
+            gh, gw = glyph.mask.shape
+            assert (gh, gw) == glyph_h.mask.shape and glyph.advance == glyph_h.advance
+            h_ink = np.flatnonzero(glyph_h.mask[round(0.1 * gh)] > 127)  # the H's two stems
+            stems = glyph.mask[:, [h_ink[0] + 1, h_ink[-1] - 1]] > 127
+            assert stems[round(0.05 * gh):round(0.95 * gh)].all()
+            middle = np.flatnonzero(glyph.mask[:, gw // 2] > 127)  # around the V's vertex only
+            if inked_half == "top":
+                assert 0.4 * gh < middle.max() < 0.75 * gh and middle.min() > 0.2 * gh
+            else:
+                assert 0.25 * gh < middle.min() < 0.6 * gh and middle.max() < 0.8 * gh
+            assert not np.array_equal(glyph.mask, sp._glyph(stem, "M" if char == sp.STRAIGHT_M else "W", 0).mask)
     layout = sp.LAYOUTS["eu_fr_siv"]
-    assert 0 < layout.short_tail_q < 1 and sp.LAYOUTS["eu_de"].short_tail_q == 0
-    always = sp.Layout(**{**layout.__dict__, "short_tail_q": 1.0})
-    never = sp.Layout(**{**layout.__dict__, "short_tail_q": 1e-12})  # draws the same random numbers
+    assert 0 < layout.french_letters < 1 and sp.LAYOUTS["eu_de"].french_letters == 0
+    always = sp.Layout(**{**layout.__dict__, "french_letters": 1.0})
+    never = sp.Layout(**{**layout.__dict__, "french_letters": 1e-12})  # draws the same random numbers
     drawn = [sp._render(["QQ-123-QQ"], lay, np.random.default_rng(4), 100).text_mask for lay in (always, never)]
     assert drawn[0].shape == drawn[1].shape and not np.array_equal(*drawn)  # same plate, different Q
+    drawn = [sp._render(["MW-123-WM"], lay, np.random.default_rng(4), 100).text_mask for lay in (always, never)]
+    assert drawn[0].shape == drawn[1].shape and not np.array_equal(*drawn)  # same plate, different M and W
     same = [sp._render(["AB-123-CD"], lay, np.random.default_rng(4), 100).text_mask for lay in (always, never)]
     assert np.array_equal(*same)  # no Q, nothing changes
     rng = np.random.default_rng(1)
-    for _ in range(30):  # the label still says Q
+    for _ in range(30):  # the label still says Q, M and W
         sample = sp.synth_sample(rng, ["eu_fr_siv"])
-        assert sp.SHORT_TAIL_Q not in sample.text and set(sample.text) <= set(sp.CHARSET)
+        assert set(sample.text) <= set(sp.CHARSET)
 
 
 def test_chinese_plates_lead_with_a_province_character_that_is_not_in_the_label(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,10 +45,10 @@ from anpr_edge.train.ocr_model import OcrModelConfig, PlateOcrNet, count_paramet
 
 log = logging.getLogger(__name__)
 
-SYNTH_POOL_VERSION = 7  # 2: long tail of in-plane roll (up to 25 degrees); 3: sign and plate typefaces;
+SYNTH_POOL_VERSION = 8  # 2: long tail of in-plane roll (up to 25 degrees); 3: sign and plate typefaces;
 # 4: French short-tail Q, more (and narrower) old French FNI plates; 5: medium French faces (reverted);
 # 6: Chinese plates (their province character drawn as an emblem, not labelled); 7: steep side views
-# (yaw 30-60 degrees on 10% of plates)
+# (yaw 30-60 degrees on 10% of plates); 8: the French plate typeface's straight-sided M and W
 
 
 # ------------------------------------------------------------------------------------------------ config

@@ -105,6 +105,14 @@ _REF_FONT_SIZE = 128  # glyphs are rasterised once at this size and resized per 
 # The text faces above all draw Q with a long tail below the baseline, and the OCR trained on them read
 # real French Qs as O (BQ360YQ as BO360YO). A private-use code point, so no real text can contain it.
 SHORT_TAIL_Q = "\ue051"
+# The French plate typeface's M and W: straight vertical sides, the middle V reaching only about half-way (down
+# from the top in M, up from the bottom in W). The faces above all draw slanted sides, and the OCR read real
+# French Ws as M, N or H (BK678YW as BK678YM, BS398KW as BS398KH) and Ms as N.
+STRAIGHT_M = "\ue052"
+STRAIGHT_W = "\ue053"
+FRENCH_LETTERS = {"Q": SHORT_TAIL_Q, "M": STRAIGHT_M, "W": STRAIGHT_W}  # label letter -> glyph drawn
+_FRENCH_TRANSLATION = str.maketrans(FRENCH_LETTERS)
+_FRENCH_GLYPHS = frozenset(FRENCH_LETTERS.values())
 
 
 # --------------------------------------------------------------------------------------------- fonts
@@ -162,6 +170,8 @@ class _Glyph:
 def _glyph(stem: str, char: str, bold: int) -> _Glyph:
     if char == SHORT_TAIL_Q:
         return _short_tail_q(stem, bold)
+    if char in (STRAIGHT_M, STRAIGHT_W):
+        return _straight_sided(stem, bold, vertex_down=char == STRAIGHT_M)
     font = _font(stem, _REF_FONT_SIZE)
     left, top, right, bottom = font.getbbox(char, anchor="ls", stroke_width=bold)
     width, height = max(right - left, 1) + 2, max(bottom - top, 1) + 2
@@ -194,6 +204,31 @@ def _short_tail_q(stem: str, bold: int) -> _Glyph:
              max(round(stroke * 0.8), 1), cv2.LINE_AA)
     mask.setflags(write=False)
     return _Glyph(mask, o.left, o.top, o.advance)
+
+
+def _straight_sided(stem: str, bold: int, vertex_down: bool) -> _Glyph:
+    """An M (``vertex_down``) or W drawn on the font's H: its two stems at full height, and a V between
+    them from the top (M) or bottom (W) corners to a vertex about half-way, strokes as thick as the stems."""
+    h_glyph = _glyph(stem, "H", bold)
+    h, w = h_glyph.mask.shape
+    top_row = h_glyph.mask[max(round(0.1 * h), 1)] > 127  # above the crossbar: the two stems only
+    ink = np.flatnonzero(top_row)
+    if len(ink) < 2:
+        return h_glyph
+    gaps = np.flatnonzero(np.diff(ink) > 1)
+    left_end = int(ink[gaps[0]]) if len(gaps) else int(ink[len(ink) // 3])
+    right_start = int(ink[gaps[-1] + 1]) if len(gaps) else int(ink[2 * len(ink) // 3])
+    stem_px = max(left_end - int(ink[0]) + 1, 1)
+    mask = np.zeros((h, w), np.uint8)
+    mask[1:h - 1, int(ink[0]):left_end + 1] = 255
+    mask[1:h - 1, right_start:int(ink[-1]) + 1] = 255
+    thickness = max(round(stem_px * 0.7), 1)
+    ends_y = 1 + thickness / 2.0 if vertex_down else h - 2 - thickness / 2.0
+    vertex = ((ink[0] + ink[-1]) / 2.0, (0.55 if vertex_down else 0.42) * (h - 2) + 1)
+    for x in (left_end - thickness / 2.0, right_start + thickness / 2.0):  # from the stems' inner edges
+        cv2.line(mask, (_px(x), _px(ends_y)), (_px(vertex[0]), _px(vertex[1])), 255, thickness, cv2.LINE_AA)
+    mask.setflags(write=False)
+    return _Glyph(mask, h_glyph.left, h_glyph.top, h_glyph.advance)
 
 
 @functools.cache
@@ -234,7 +269,8 @@ class Layout:
     tracking: tuple[float, float] = (0.03, 0.10)  # extra gap between characters / cap height
     aspect_jitter: float = 0.03  # relative
     max_chars: int = 0  # 0: no limit beyond the patterns
-    short_tail_q: float = 0.0  # share of plates whose Q is the French one (SHORT_TAIL_Q), not the font's
+    # Share of plates whose Q, M and W are the French plate typeface's (FRENCH_LETTERS), not the font's.
+    french_letters: float = 0.0
     weight: float = 1.0  # default share in synth_sample
 
 
@@ -310,12 +346,12 @@ LAYOUTS: dict[str, Layout] = {
         # ---------------------------------------------------------------- continental Europe (EU band)
         _eu("eu_de", "D", ("@{1,3}*@{1,2} #{1,4}",), 6.0, emblem="seals", max_chars=8,
             decorations=("eu_band", "border?0.85", "screws?0.3", "emboss?0.6")),
-        _eu("eu_fr_siv", "F", ("@@-###-@@",), 5.0, letters=_NO_IOU, short_tail_q=0.7,
+        _eu("eu_fr_siv", "F", ("@@-###-@@",), 5.0, letters=_NO_IOU, french_letters=0.7,
             decorations=("eu_band", "fr_right", "border?0.4", "screws?0.35")),
         # Old French numbers (FNI, department last): still on a good share of French cars, white at the
         # front and yellow (or white) at the rear, in narrow dies.
         _eu("eu_fr_fni", "F", ("#### @@ ##", "### @@@ ##", "## @@@ ##", "#### @@@ ##", "### @@ ##"), 3.0,
-            letters=_NO_IOU, colours=((WHITE, BLACK), ((250, 200, 20), BLACK)), short_tail_q=0.5,
+            letters=_NO_IOU, colours=((WHITE, BLACK), ((250, 200, 20), BLACK)), french_letters=0.5,
             char_width=(0.46, 0.62), decorations=("eu_band?0.5", "border?0.5", "screws?0.4", "emboss?0.3")),
         _eu("eu_it", "I", ("@@ ### @@",), 4.0, letters=_NO_IOQU,
             decorations=("eu_band", "it_right", "border?0.5", "screws?0.3")),
@@ -349,7 +385,7 @@ LAYOUTS: dict[str, Layout] = {
         Layout("fr_fni_black", "EU", 520 / 110, ("#### @@ ##", "### @@@ ##", "## @@ ##"), letters=_NO_IOU,
                colours=((BLACK, (205, 205, 200)), ((30, 30, 34), (230, 230, 225))),
                decorations=("border?0.7", "screws?0.6", "emboss?0.7"), fonts=_EU_FONTS, char_width=(0.46, 0.62),
-               short_tail_q=0.5, weight=1.0),
+               french_letters=0.5, weight=1.0),
         # ------------------------------------------------------------------------- United Kingdom
         Layout("uk_front", "UK", 520 / 111, ("@@## @@@",) * 8 + ("@### @@@", "@@@ ###@", "@@@ ####"),
                colours=((WHITE, BLACK),), letters=_NO_IOQ, accents=(EU_BLUE, (0, 120, 60)),
@@ -648,7 +684,7 @@ def _text_run(
             continue
         glyph = _glyph(stem, char, bold)
         ink = glyph.mask.shape[1] * scale * squeeze
-        if mono and (char in CHARSET or char == SHORT_TAIL_Q):
+        if mono and (char in CHARSET or char in _FRENCH_GLYPHS):
             advance = max(cell, ink)
             items.append(("g", x + (advance - ink) / 2.0, ink, char))
         else:
@@ -1105,7 +1141,7 @@ class _Style:
     tracking: float
     mono: bool
     emboss: bool
-    short_tail_q: bool = False  # draw Q as SHORT_TAIL_Q (see Layout.short_tail_q)
+    french_letters: bool = False  # draw Q, M and W as FRENCH_LETTERS (see Layout.french_letters)
 
 
 def _pick_style(layout: Layout, rng: np.random.Generator, emboss: bool) -> _Style:
@@ -1117,8 +1153,8 @@ def _pick_style(layout: Layout, rng: np.random.Generator, emboss: bool) -> _Styl
     mono = font in MONO_FONTS or rng.random() < 0.5  # most plate typefaces are (nearly) fixed-pitch
     tracking = rng.uniform(*layout.tracking)
     # Drawn only for layouts that ask, so the other layouts' random streams stay as they were.
-    short_tail_q = layout.short_tail_q > 0 and rng.random() < layout.short_tail_q
-    return _Style(font, bold, squeeze, tracking, mono, emboss, short_tail_q)
+    french_letters = layout.french_letters > 0 and rng.random() < layout.french_letters
+    return _Style(font, bold, squeeze, tracking, mono, emboss, french_letters)
 
 
 def _draw_label(c: _Ctx, lines: Sequence[str], style: _Style) -> np.ndarray:
@@ -1131,8 +1167,8 @@ def _draw_label(c: _Ctx, lines: Sequence[str], style: _Style) -> np.ndarray:
     line_h = ((y2 - y1) - gap * (n - 1)) / n
     width = x2 - x1
     for i, text in enumerate(lines):
-        if style.short_tail_q:
-            text = text.replace("Q", SHORT_TAIL_Q)
+        if style.french_letters:
+            text = text.translate(_FRENCH_TRANSLATION)
         cap = line_h * c.layout.char_height * rng.uniform(0.93, 1.03)
         run = _text_run(text, style.font, cap, width, squeeze=style.squeeze, tracking=style.tracking,
                         bold=style.bold, mono=style.mono, align=0.5)
