@@ -789,6 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_read.set_defaults(handler=cmd_eval_read)
 
     from anpr_edge.bench.accuracy import register as register_eval
+    from anpr_edge.bench.angles import register as register_bench_angles
     from anpr_edge.bench.clip_reads import register as register_bench_clip_reads
     from anpr_edge.bench.cli import register as register_bench_passages
     from anpr_edge.bench.mqtt_bench import register as register_bench_mqtt
@@ -812,6 +813,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_eval(commands)  # eval
     register_bench_sizes(commands)  # bench-sizes
     register_bench_ocr_nets(commands)  # bench-ocr-nets
+    register_bench_angles(commands)  # bench-angles
     register_quantize_ocr(commands)  # quantize-ocr
     register_bench_views(commands)  # bench-views
     register_bench_clip_reads(commands)  # bench-clip-reads

@@ -1420,15 +1420,20 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return rz @ rx @ ry
 
 
-def _pose(w: float, h: float, target_width: float, rng: np.random.Generator) -> np.ndarray:
+def _pose(w: float, h: float, target_width: float, rng: np.random.Generator,
+          yaw_deg: tuple[float, float] | None = None) -> np.ndarray:
     """Corners (TL, TR, BR, BL) of a w x h plate seen at a random angle, scaled to ``target_width``.
 
     Centred on the origin. Cameras mostly look down at plates (positive pitch: the top edge recedes)
-    and from the side of the lane (yaw); focal length varies from wide-angle to tele.
+    and from the side of the lane (yaw); focal length varies from wide-angle to tele. ``yaw_deg``: the
+    side angle's range in degrees (either side) instead of the training mix.
     """
-    yaw = math.radians(float(np.clip(rng.normal(0, 14), -35, 35)))
-    if rng.random() < YAW_TAIL_SHARE:
-        yaw = math.radians(float(rng.uniform(*YAW_TAIL_DEG) * rng.choice((-1.0, 1.0))))
+    if yaw_deg is not None:
+        yaw = math.radians(float(rng.uniform(*yaw_deg) * rng.choice((-1.0, 1.0))))
+    else:
+        yaw = math.radians(float(np.clip(rng.normal(0, 14), -35, 35)))
+        if rng.random() < YAW_TAIL_SHARE:
+            yaw = math.radians(float(rng.uniform(*YAW_TAIL_DEG) * rng.choice((-1.0, 1.0))))
     # A plate seen from the side is narrowed by cos(yaw); one seen that steeply and still readable is near,
     # so the frontal width grows back (the narrowed characters keep their legible size).
     widen = 1.0 / max(math.cos(yaw), 0.5) if abs(yaw) > math.radians(YAW_TAIL_DEG[0]) else 1.0
@@ -1552,11 +1557,15 @@ def synth_sample(
     rng: np.random.Generator,
     layouts: Sequence[str] | None = None,
     weights: Sequence[float] | Mapping[str, float] | None = None,
+    *,
+    yaw_deg: tuple[float, float] | None = None,
 ) -> SynthSample:
     """A plate in a small scene, tilted, lit and degraded like a real camera frame.
 
     ``layouts`` restricts the layouts (default: all of ``LAYOUTS``); ``weights`` gives their shares
     (a sequence aligned with ``layouts`` or a name -> weight mapping; default: each ``Layout.weight``).
+    ``yaw_deg`` (low, high): the plate is seen from that many degrees to either side, drawn uniformly,
+    instead of the training mix of angles (``anpr-edge bench-angles``).
     """
     layout = _choose_layout(rng, layouts, weights)
     label, lines = _random_shown(layout, rng)
@@ -1564,7 +1573,7 @@ def synth_sample(
     _plate_damage(plate, rng)
     framed = rng.random() < (0.5 if layout.region == "US" else 0.2)
     assembly, offset = _plate_assembly(plate, framed, rng)
-    quad, homography, (cw, ch) = _place(plate, assembly, offset, target_width, rng)
+    quad, homography, (cw, ch) = _place(plate, assembly, offset, target_width, rng, yaw_deg)
     assembly_quad = _warped_corners(assembly, homography)
     canvas = _background(ch, cw, np.array([*assembly_quad.min(0), *assembly_quad.max(0)]), rng)
     _composite(canvas, assembly, homography, target_width / plate.image.shape[1])
@@ -1600,6 +1609,7 @@ def _place(
     offset: tuple[float, float],
     target_width: float,
     rng: np.random.Generator,
+    yaw_deg: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Pose the plate and size the canvas around it.
 
@@ -1607,7 +1617,7 @@ def _place(
     (width, height): a bit larger than the plate, and always holding the OCR crop region around it.
     """
     ph, pw = plate.image.shape[:2]
-    quad = _pose(pw, ph, target_width, rng)
+    quad = _pose(pw, ph, target_width, rng, yaw_deg)
     source = np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], np.float32)
     homography = cv2.getPerspectiveTransform(source, quad.astype(np.float32)).astype(np.float64)
     homography = homography @ np.array([[1, 0, -offset[0]], [0, 1, -offset[1]], [0, 0, 1]], np.float64)
