@@ -208,7 +208,7 @@ def _short_tail_q(stem: str, bold: int) -> _Glyph:
 
 def _straight_sided(stem: str, bold: int, vertex_down: bool) -> _Glyph:
     """An M (``vertex_down``) or W drawn on the font's H: its two stems at full height, and a V between
-    them from the top (M) or bottom (W) corners to a vertex about half-way, strokes as thick as the stems."""
+    them from the top (M) or bottom (W) corners to a vertex about half-way, its strokes 0.7 of a stem."""
     h_glyph = _glyph(stem, "H", bold)
     h, w = h_glyph.mask.shape
     top_row = h_glyph.mask[max(round(0.1 * h), 1)] > 127  # above the crossbar: the two stems only
