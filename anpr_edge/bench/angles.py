@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from anpr_edge.argtypes import positive_int
 from anpr_edge.bench.stage_bench import machine_info, now_utc, write_json
 from anpr_edge.errors import AnprError, ConfigError
 from anpr_edge.values import PlateCrop
+
+if TYPE_CHECKING:
+    from anpr_edge.train.synth_plates import SynthSample
 
 DEFAULT_LAYOUTS = ("eu_fr_siv", "eu_de", "uk_front", "us_generic", "br_mercosur")
 DEFAULT_BANDS = ((0.0, 15.0), (15.0, 30.0), (30.0, 45.0), (45.0, 60.0))
@@ -52,23 +56,29 @@ def parse_bands(text: str) -> tuple[tuple[float, float], ...]:
     return tuple(bands)
 
 
-def band_plates(layouts: Sequence[str], band: tuple[float, float], count: int, seed: int,
-                crop_size: tuple[int, int], padding: float) -> tuple[list[PlateCrop], list[str], list[str]]:
-    """``count`` plates per layout seen at |yaw| in ``band``, cut at their true box: crops, texts, layouts."""
-    from anpr_edge.crop import crop_plate
+def band_samples(layouts: Sequence[str], band: tuple[float, float], count: int, seed: int) -> list[SynthSample]:
+    """``count`` synthetic plates per layout seen at |yaw| in ``band`` (the same for every model: one seed)."""
     from anpr_edge.train import synth_plates
 
-    crops: list[PlateCrop] = []
-    texts: list[str] = []
-    names: list[str] = []
+    samples: list[SynthSample] = []
     for index, layout in enumerate(layouts):
         rng = np.random.default_rng([seed, index, round(band[0] * 10), round(band[1] * 10)])
-        for _ in range(count):
-            sample = synth_plates.synth_sample(rng, [layout], yaw_deg=band)
-            crops.append(crop_plate(sample.image, sample.box, crop_size, padding))
-            texts.append(sample.text)
-            names.append(layout)
-    return crops, texts, names
+        samples.extend(synth_plates.synth_sample(rng, [layout], yaw_deg=band) for _ in range(count))
+    return samples
+
+
+def cut_at_true_boxes(samples: Sequence[SynthSample], crop_size: tuple[int, int], padding: float) -> list[PlateCrop]:
+    """Each plate cut at its true box with the runtime crop (an exact detector box)."""
+    from anpr_edge.crop import crop_plate
+
+    return [crop_plate(sample.image, sample.box, crop_size, padding) for sample in samples]
+
+
+def band_plates(layouts: Sequence[str], band: tuple[float, float], count: int, seed: int,
+                crop_size: tuple[int, int], padding: float) -> tuple[list[PlateCrop], list[str], list[str]]:
+    """``band_samples`` cut for a model's crop size: crops, texts, layouts."""
+    samples = band_samples(layouts, band, count, seed)
+    return (cut_at_true_boxes(samples, crop_size, padding), [s.text for s in samples], [s.layout for s in samples])
 
 
 def score_band(model: str, band: tuple[float, float], reads: Sequence[str], texts: Sequence[str],
@@ -115,8 +125,10 @@ def cmd_bench_angles(args: argparse.Namespace) -> int:
     sizes = {r.crop_size for r in recognizers.values()}
     scores: list[AngleScore] = []
     for band in args.bands:
+        samples = band_samples(layouts, band, args.count, args.seed)
+        texts, names = [s.text for s in samples], [s.layout for s in samples]
         for size in sizes:  # models with another crop size read their own cuts of the same plates
-            crops, texts, names = band_plates(layouts, band, args.count, args.seed, size, args.padding)
+            crops = cut_at_true_boxes(samples, size, args.padding)
             for model, recognizer in recognizers.items():
                 if recognizer.crop_size == size:
                     reads = [read.text for read in recognizer.read_crops(crops)]
