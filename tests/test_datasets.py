@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from anpr_edge.argtypes import parse_size
+from anpr_edge.crop import crop_plate
 from anpr_edge.errors import AnprError, ConfigError
 from anpr_edge.ocr import DEFAULT_CHARSET
 from anpr_edge.train.dataset_cli import register
@@ -29,6 +30,7 @@ from anpr_edge.train.datasets import (
     datasets_root,
     jitter_box,
     load_shared,
+    precut_crop,
     read_labels,
     split_items,
     split_of,
@@ -229,6 +231,30 @@ def test_jitter_stays_near_the_box() -> None:
 
 
 # -------------------------------------------------------------------------------------------- crops
+def test_precut_crop_is_the_plate_alone_fitted_like_a_crop_image() -> None:
+    scene = np.zeros((300, 500, 3), np.uint8)  # dark scene, a white plate at (100, 120)-(340, 180)
+    scene[120:180, 100:340] = 255
+    scene[130:170, 200:230] = 0  # a character
+    box = (100.0, 120.0, 340.0, 180.0)
+    crop = precut_crop(scene, box, (192, 64), np.random.default_rng(1), stretch=(1.0, 1.0))
+    assert crop.shape == (64, 192, 3)
+    # No margin: the plate reaches both sides (a detector box with padding shows the dark scene there).
+    assert crop[:, :3].mean() > 200 and crop[:, -3:].mean() > 200
+    assert crop_plate(scene, box, (192, 64), 0.15).image[:, :3].mean() < 60
+    # Same plate, squeezed to 0.8 of its width: fitted to the crop's width, its character stands taller.
+    wide = precut_crop(scene, box, (192, 64), np.random.default_rng(1), stretch=(1.0, 1.0))
+    narrow = precut_crop(scene, box, (192, 64), np.random.default_rng(1), stretch=(0.8, 0.8))
+    assert np.array_equal(wide, crop)
+    dark = [(image[..., 0] < 128).sum(axis=1) for image in (wide, narrow)]
+    character_rows = [int(((row > 0) & (row < 100)).sum()) for row in dark]  # not the scene's rows the box took in
+    assert character_rows[1] > 1.15 * character_rows[0]
+    # The rng draws: four for the box, one for the stretch.
+    a, b = np.random.default_rng(7), np.random.default_rng(7)
+    precut_crop(scene, box, (192, 64), a)
+    b.uniform(size=5)
+    assert a.random() == b.random()
+
+
 def test_cut_crops_sizes_and_unreadable_image(scene_set: Path, tmp_path: Path) -> None:
     items = read_labels(scene_set).items
     crops = list(cut_crops(items, (96, 32), 0.1))

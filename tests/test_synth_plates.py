@@ -147,6 +147,23 @@ def test_chinese_plates_lead_with_a_province_character_that_is_not_in_the_label(
         sp.render_plate("A12345", "cn_blue", rng)
 
 
+def test_chinese_plates_are_lettered_thin_with_mostly_digits_after_the_dot() -> None:
+    rng = np.random.default_rng(3)
+    after_dot = [sp.random_text("cn_blue", rng)[1:] for _ in range(400)]
+    letters = np.array([sum(ch.isalpha() for ch in text) for text in after_dot])
+    assert letters.max() == 5 and (letters <= 2).mean() > 0.9 and 0.15 < (letters == 0).mean() < 0.35
+    for name in ("cn_blue", "cn_green"):
+        layout = sp.LAYOUTS[name]
+        assert set(layout.fonts) >= set(sp.THIN_FONTS) and layout.bold.count(0) >= 4
+        assert all(stem in sp._font_index() for stem in layout.fonts)  # FONT_PACKAGES carries them
+    # The thin faces' strokes: ink covers less of a regular-weight plate than of the bold face's.
+    ink = {}
+    for font, bold in (("NimbusSansNarrow-Regular", 0), ("NimbusSansNarrow-Bold", 2)):
+        mask = sp._text_run("A05279", font, 60.0, 400.0, bold=bold).mask
+        ink[font] = (mask > 127).mean()
+    assert ink["NimbusSansNarrow-Regular"] < 0.75 * ink["NimbusSansNarrow-Bold"]
+
+
 def test_two_line_layouts_draw_two_rows_top_then_bottom() -> None:
     rng = np.random.default_rng(8)
     two_line = [layout for layout in sp.LAYOUTS.values() if layout.lines == 2]

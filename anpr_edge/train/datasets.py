@@ -381,6 +381,26 @@ def jitter_box(
     return cx - half_w, cy - half_h, cx + half_w, cy + half_h
 
 
+def precut_crop(
+    image: np.ndarray, box: Sequence[float], size: tuple[int, int], rng: np.random.Generator,
+    stretch: tuple[float, float] = (0.8, 1.3),
+) -> np.ndarray:
+    """``box`` cut out the way crop sets and other pipelines hand plates over: the plate's own box (a little
+    off, ``jitter_box`` with shift 0.02 and scale 0.04), nothing around it, its width scaled by a factor drawn
+    from ``stretch`` (crops resized to a fixed size lose the plate's aspect), then fitted to ``size`` as the
+    runtime fits a crop image (``fit_crop``). Draws five numbers from ``rng``.
+    """
+    x1, y1, x2, y2 = jitter_box(box, rng, shift=0.02, scale=0.04)
+    height, width = image.shape[:2]
+    ix1, iy1 = min(max(round(x1), 0), width - 1), min(max(round(y1), 0), height - 1)
+    ix2, iy2 = max(min(round(x2), width), ix1 + 1), max(min(round(y2), height), iy1 + 1)
+    plate = image[iy1:iy2, ix1:ix2]
+    factor = float(rng.uniform(*stretch))
+    plate_w = max(round(plate.shape[1] * factor), 1)
+    plate = cv2.resize(plate, (plate_w, plate.shape[0]), interpolation=cv2.INTER_AREA if factor < 1.0 else cv2.INTER_LINEAR)
+    return fit_crop(plate, size)
+
+
 def cut_crops(
     items: Iterable[LabeledImage],
     size: tuple[int, int] = (192, 64),

@@ -81,7 +81,11 @@ MONO_FONTS = ("DejaVuSansMono-Bold", "NotoSansMono-Bold")
 # US plates), DIN 1451 Mittelschrift (fonts-opendin; old Brazilian, German and many European plates)
 # and Bebas Neue (a condensed grotesque close to many plate dies).
 SIGN_FONTS = ("RG2014B", "RG2014C", "RG2014D", "OSP-DIN", "BebasNeue-Bold")
-LABEL_FONTS = NARROW_FONTS + WIDE_FONTS + MONO_FONTS + SIGN_FONTS
+# Regular-weight narrow faces for plates lettered with thin strokes: the Chinese plate typeface's strokes are a
+# ninth of its character height (10 of 90 mm), and the OCR that saw only the bold faces above read real
+# Chinese crops at 14% (synthetic ones at 70%), doubling thin characters and reading the province as a letter.
+THIN_FONTS = ("NimbusSansNarrow-Regular", "RobotoCondensed-Regular", "DejaVuSansCondensed", "RG2014B")
+LABEL_FONTS = NARROW_FONTS + WIDE_FONTS + MONO_FONTS + SIGN_FONTS + THIN_FONTS
 # Small print only (state names, slogans, dealer frames), never the label.
 DECOR_FONTS = ("NimbusRoman-Bold", "Z003-MediumItalic", "NimbusSans-Regular", "DejaVuSerif-Bold", "Roboto-Medium")
 # Chinese characters for the province that leads Chinese plates (fonts-droid-fallback); an emblem, never the label.
@@ -265,6 +269,7 @@ class Layout:
     header_band: bool = False  # header text in the background colour on an accent band
     emblem: str = ""  # what fills a "*" slot: "state", "seals", "shield_at", "shield_ch", "orange", "hanzi"
     char_height: float = 0.78  # cap height / height of the text area (per line)
+    bold: tuple[int, ...] = (0, 0, 0, 2, 3)  # stroke thickening (px at the glyph reference size), one drawn per plate
     char_width: tuple[float, float] = (0.56, 0.68)  # mean character advance / cap height
     tracking: tuple[float, float] = (0.03, 0.10)  # extra gap between characters / cap height
     aspect_jitter: float = 0.03  # relative
@@ -281,6 +286,10 @@ _NO_IOQU = "ABCDEFGHJKLMNPRSTVWXYZ"
 _NO_IO = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 # One-character province names that lead Chinese plates (drawn by the "hanzi" emblem).
 _CN_PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
+# What follows the dot on a blue Chinese plate: mostly digits, at most two letters (real plates: 6MX97, 05279,
+# 0K782); a pattern repeated is a pattern weighted.
+_CN_PATTERNS = (("*@·#####",) * 3 + ("*@·@####", "*@·#@###", "*@·##@##", "*@·###@#", "*@·####@") * 2
+                + ("*@·@@###", "*@·#@@##", "*@·##@@#", "*@·###@@", "*@·%%%%%"))
 _ES_LETTERS = "BCDFGHJKLMNPRSTVWXYZ"
 _NL_LETTERS = "BDFGHJKLNPRSTVXZ"
 _GR_LETTERS = "ABEHIKMNOPTXYZ"  # Greek capitals that look Latin
@@ -439,15 +448,17 @@ LAYOUTS: dict[str, Layout] = {
         # A province character (not in the label: the OCR skips it as it skips an emblem), the issuing office's
         # letter, a dot, then five characters (no I or O), white on blue (cars) or black on yellow (large
         # vehicles), framed in the text colour; new-energy plates are green with six after the dot. No real
-        # Chinese crop is trained on: cn-plate-crops tests a region known only from this layout.
-        Layout("cn_blue", "CN", 440 / 140, ("*@·%%%%%",), letters=_NO_IO, emblem="hanzi",
+        # Chinese crop is trained on: cn-plate-crops tests a region known only from this layout. The lettering
+        # follows GA 36: 90 mm high characters 45 mm wide, 12 mm apart, strokes 10 mm, on a 140 mm plate
+        # (thin, well spaced, two thirds of the plate's height), and the five mostly digits, at most two letters.
+        Layout("cn_blue", "CN", 440 / 140, _CN_PATTERNS, letters=_NO_IO, emblem="hanzi",
                colours=(((12, 62, 170), WHITE),) * 4 + (((246, 196, 20), BLACK),),
-               decorations=("border?0.85", "screws?0.4", "emboss?0.2"), fonts=NARROW_FONTS + SIGN_FONTS,
-               char_height=0.82, char_width=(0.46, 0.58), tracking=(0.06, 0.14), weight=1.5),
-        Layout("cn_green", "CN", 480 / 140, ("*@·%%%%%%",), letters=_NO_IO, emblem="hanzi",
-               colours=(((150, 222, 170), BLACK), ((200, 236, 200), BLACK)),
-               decorations=("border?0.6", "screws?0.4"), fonts=NARROW_FONTS + SIGN_FONTS,
-               char_height=0.82, char_width=(0.44, 0.54), tracking=(0.05, 0.12), weight=0.5),
+               decorations=("border?0.85", "screws?0.4", "emboss?0.2"), fonts=THIN_FONTS + ("RG2014C", "OSP-DIN"),
+               bold=(0, 0, 0, 0, 2), char_height=0.72, char_width=(0.48, 0.58), tracking=(0.1, 0.16), weight=2.5),
+        Layout("cn_green", "CN", 480 / 140, ("*@·D%####", "*@·F%####", "*@·#####D", "*@·#####F"), letters=_NO_IO,
+               emblem="hanzi", colours=(((150, 222, 170), BLACK), ((200, 236, 200), BLACK)),
+               decorations=("border?0.6", "screws?0.4"), fonts=THIN_FONTS + ("RG2014C", "OSP-DIN"),
+               bold=(0, 0, 0, 0, 2), char_height=0.72, char_width=(0.46, 0.56), tracking=(0.08, 0.14), weight=0.7),
         # ---------------------------------------------------------------------------- anything else
         Layout("other_generic", "OTHER", 3.8, ("%{4,9}", "%{2,3} %{2,5}", "%{2,3}-%{2,5}", "@{1,3}·#{3,5}",
                                                 "@@ ####", "#### @@", "%{2,4} %{2,4}", "#{2,3}-@{1,3}-#{2,3}"),
@@ -1147,7 +1158,7 @@ class _Style:
 def _pick_style(layout: Layout, rng: np.random.Generator, emboss: bool) -> _Style:
     fonts = _usable(tuple(layout.fonts))
     font = fonts[int(rng.integers(len(fonts)))]
-    bold = int(rng.choice([0, 0, 0, 2, 3]))
+    bold = int(rng.choice(list(layout.bold)))
     width = rng.uniform(*layout.char_width)
     squeeze = width / _mean_advance(font, bold)
     mono = font in MONO_FONTS or rng.random() < 0.5  # most plate typefaces are (nearly) fixed-pitch
