@@ -242,10 +242,8 @@ def test_precut_crop_is_the_plate_alone_fitted_like_a_crop_image() -> None:
     assert crop[:, :3].mean() > 200 and crop[:, -3:].mean() > 200
     assert crop_plate(scene, box, (192, 64), 0.15).image[:, :3].mean() < 60
     # Same plate, squeezed to 0.8 of its width: fitted to the crop's width, its character stands taller.
-    wide = precut_crop(scene, box, (192, 64), np.random.default_rng(1), stretch=(1.0, 1.0))
     narrow = precut_crop(scene, box, (192, 64), np.random.default_rng(1), stretch=(0.8, 0.8))
-    assert np.array_equal(wide, crop)
-    dark = [(image[..., 0] < 128).sum(axis=1) for image in (wide, narrow)]
+    dark = [(image[..., 0] < 128).sum(axis=1) for image in (crop, narrow)]
     character_rows = [int(((row > 0) & (row < 100)).sum()) for row in dark]  # not the scene's rows the box took in
     assert character_rows[1] > 1.15 * character_rows[0]
     # The rng draws: four for the box, one for the stretch.

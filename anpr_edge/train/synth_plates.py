@@ -287,7 +287,7 @@ _NO_IO = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 # One-character province names that lead Chinese plates (drawn by the "hanzi" emblem).
 _CN_PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
 # What follows the dot on a blue Chinese plate: mostly digits, at most two letters (real plates: 6MX97, 05279,
-# 0K782); a pattern repeated is a pattern weighted.
+# 0K782), and now and then any mix; a pattern repeated is a pattern weighted.
 _CN_PATTERNS = (("*@·#####",) * 3 + ("*@·@####", "*@·#@###", "*@·##@##", "*@·###@#", "*@·####@") * 2
                 + ("*@·@@###", "*@·#@@##", "*@·##@@#", "*@·###@@", "*@·%%%%%"))
 _ES_LETTERS = "BCDFGHJKLMNPRSTVWXYZ"
