@@ -447,14 +447,15 @@ def cmd_eval_ocr(args: argparse.Namespace) -> int:
     rows, formatted = [], []
     for name, items in sets:
         ours, crops = evaluate(name, items, reader, recognizer.crop_size, config.crop.padding, config.crop.rectify,
-                               config.crop.extra_cuts)
-        base = (evaluate(name, items, baseline, recognizer.crop_size, config.crop.padding, config.crop.rectify)[0]
+                               config.crop.extra_cuts, args.image_margin)
+        base = (evaluate(name, items, baseline, recognizer.crop_size, config.crop.padding, config.crop.rectify,
+                         image_margin=args.image_margin)[0]
                 if baseline else None)
         rows.append((ours, base))
         formats = region_formats(name) if name in shared_names else tuple(args.formats or ())
         reformat = _reformatter(config, recognizer.charset, formats)
         with_formats = (evaluate(name, items, recognizer_reader(recognizer, reformat=reformat), recognizer.crop_size,
-                                 config.crop.padding, config.crop.rectify, config.crop.extra_cuts)[0]
+                                 config.crop.padding, config.crop.rectify, config.crop.extra_cuts, args.image_margin)[0]
                         if reformat is not None else None)
         formatted.append((with_formats, formats) if with_formats is not None else None)
         if args.failures:
@@ -731,6 +732,10 @@ def build_parser() -> argparse.ArgumentParser:
     eval_ocr.add_argument("--formats", metavar="F1,F2", type=_format_list,
                           help="plate formats of the label CSVs' region, for the 'exact, region formats' column "
                           "(the shared sets use their region's)")
+    eval_ocr.add_argument("--image-margin", type=number_between(0.0, 0.5), default=0.0, metavar="F",
+                          help="read crop images (sets without boxes) with F of their size added per side, edge "
+                               "pixels repeated, as a detector box with padding would cut them (default 0: fitted "
+                               "whole, as `anpr-edge ocr` reads them)")
     eval_ocr.add_argument("--json", action="store_true", help="JSON lines per set instead of a table")
     eval_ocr.set_defaults(handler=cmd_eval_ocr)
 

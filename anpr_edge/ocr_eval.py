@@ -59,13 +59,14 @@ class SetScore:
 
 def runtime_cuts(
     image: np.ndarray, item: LabeledImage, size: tuple[int, int], padding: float, rectify: bool = False,
-    cuts: Sequence[CropCut] = (),
+    cuts: Sequence[CropCut] = (), image_margin: float = 0.0,
 ) -> list[np.ndarray]:
     """The crops the runtime reads for one labelled item: the box cut, then ``cuts`` (``crop.plate_cuts``). A
-    labelled crop image is its own box with no padding (fitted whole)."""
+    labelled crop image is its own box with no padding (fitted whole), or with ``image_margin`` of its size
+    added per side (edge pixels repeated): a tight crop set read as if a detector had boxed it with padding."""
     if item.box is None:  # a crop image: the plate fills it
         height, width = image.shape[:2]
-        return [c.image for c in plate_cuts(image, (0, 0, width, height), size, 0.0, cuts, rectify=rectify)]
+        return [c.image for c in plate_cuts(image, (0, 0, width, height), size, image_margin, cuts, rectify=rectify)]
     return [c.image for c in plate_cuts(image, item.box, size, padding, cuts, rectify=rectify)]
 
 
@@ -136,12 +137,13 @@ def region_reformatter(formats_config: FormatsConfig, charset: str,
 
 
 def evaluate(name: str, items: Sequence[LabeledImage], reader: Reader, size: tuple[int, int], padding: float = 0.15,
-             rectify: bool = False, cuts: Sequence[CropCut] = ()) -> tuple[SetScore, list[np.ndarray]]:
+             rectify: bool = False, cuts: Sequence[CropCut] = (), image_margin: float = 0.0,
+             ) -> tuple[SetScore, list[np.ndarray]]:
     """Score ``reader`` on ``items``; returns the score and the crops (for writing failures).
 
     With ``cuts``, each item is read in several cuts and its most confident read counts, as ``PlateReader``
-    does (the crop returned is the one that read was made from)."""
-    cut_sets = [runtime_cuts(read_image(item.path), item, size, padding, rectify, cuts) for item in items]
+    does (the crop returned is the one that read was made from). ``image_margin``: see ``runtime_cuts``."""
+    cut_sets = [runtime_cuts(read_image(item.path), item, size, padding, rectify, cuts, image_margin) for item in items]
     flat = [crop for crop_set in cut_sets for crop in crop_set]
     started = time.perf_counter()
     flat_reads = reader(flat)

@@ -201,3 +201,37 @@ def test_recognizer_reads_each_crop_of_a_batch(tmp_path: Path) -> None:
     assert [r.text for r in reads] == ["A", "B", "A"]
     assert all(r.confidence > 0.99 and len(r.char_confidences) == 1 for r in reads)
     assert reads[0].char_probs is not None and reads[0].char_probs.shape == (2, 3)
+
+
+def test_eval_image_margin_reads_a_tight_crop_image_as_a_padded_detector_box_would_cut_it(tmp_path: Path) -> None:
+    from anpr_edge.ocr_eval import runtime_cuts
+    from anpr_edge.train.datasets import LabeledImage
+
+    plate = np.full((24, 94, 3), 200, np.uint8)  # a tight 94x24 crop: dark characters to its edges
+    plate[4:20, 0:6] = plate[4:20, 88:94] = 20
+    item = LabeledImage(tmp_path / "p.png", "A12345", None, "test")
+    tight, = runtime_cuts(plate, item, (192, 64), padding=0.15)
+    padded, = runtime_cuts(plate, item, (192, 64), padding=0.15, image_margin=0.15)
+    assert tight.shape == padded.shape == (64, 192, 3)
+    # Fitted whole, the plate spans the crop's width; with the margin its edge pixels are repeated outwards around
+    # it, so the plate takes less of the width and the dark edge characters' columns spread into the margin.
+    dark_tight = np.flatnonzero(tight[32, :, 0] < 100)
+    dark_padded = np.flatnonzero(padded[32, :, 0] < 100)
+    assert dark_tight.min() == 0 and dark_tight.max() == 191
+    left_band = [int((cols < 96).sum()) for cols in (dark_tight, dark_padded)]
+    assert left_band[1] > 1.5 * left_band[0]
+    assert padded[32, 96, 0] > 150  # the plate's middle is still the plate
+
+
+def test_eval_ocr_image_margin_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from anpr_edge.cli import main
+
+    image = np.full((24, 94, 3), 230, np.uint8)
+    cv2.putText(image, "AB123", (4, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (10, 10, 10), 2)
+    cv2.imwrite(str(tmp_path / "p.png"), image)
+    (tmp_path / "labels.csv").write_text("file,text\np.png,AB123\n")
+    assert main(["eval-ocr", str(tmp_path / "labels.csv"), "--image-margin", "0.15", "--json"]) == 0
+    assert '"count": 1' in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["eval-ocr", str(tmp_path / "labels.csv"), "--image-margin", "0.9"])
+    assert "must be between 0 and 0.5" in capsys.readouterr().err

@@ -55,7 +55,7 @@ SYNTH_POOL_VERSION = 9  # 2: long tail of in-plane roll (up to 25 degrees); 3: s
 # Share of synthetic plates cut as a plate image handed over by another pipeline or a crop set (``precut_crop``:
 # the plate's own box, no margin, its aspect stretched or squeezed), not as the detector's padded box. The
 # 495-minute OCR, which saw none, read cn-plate-crops (94x24 crops, characters to the edges) at 14%, and the
-# same crops with a margin around them at 45%; synthetic Chinese plates cut that way at 46-55%, against 76%.
+# same crops with a margin around them at 45% (`eval-ocr --shared --image-margin 0.15`).
 PRECUT_SHARE = 0.1
 
 
