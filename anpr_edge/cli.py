@@ -249,6 +249,8 @@ def cmd_train_ocr(args: argparse.Namespace) -> int:
         updates["model"] = config.model.model_copy(update={"decoder": args.decoder})
     if args.teacher is not None:
         updates["teacher"] = Path(args.teacher)
+    if args.seed is not None:
+        updates["seed"] = args.seed
     config = config.model_copy(update=updates)
     if args.export_only or args.export_last:
         result = export_checkpoint(config, which="last" if args.export_last else "best")
@@ -686,6 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="distil from this trained OCR (an ONNX exported by train-ocr, e.g. engines/ocr.onnx; "
                                 "overrides the config's teacher): the model also learns its per-character "
                                 "distributions on every training batch")
+    train_ocr.add_argument("--seed", type=int, metavar="N",
+                           help="random seed (overrides the config's, default 0); it also picks the synthetic plate "
+                                "pool, so a continuation with a new seed trains on plates it has not seen")
     train_ocr.add_argument("--output", metavar="ONNX", help="where to write the model (default engines/ocr.onnx)")
     train_ocr.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N steps (smoke runs)")
     train_ocr.add_argument("--export-only", action="store_true",

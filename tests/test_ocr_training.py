@@ -87,6 +87,29 @@ def test_targets_and_schedule() -> None:
     assert learning_rate(1.0, 1.0) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_fit_ctc_head_trains_the_head_alone(tmp_path: Path, tiny_shared: Path) -> None:
+    """A run continued from an ONNX (which has no CTC head) fits the head on the frozen encoder first."""
+    from anpr_edge.train.ocr_train import (
+        BatchSampler,
+        PlateOcrNet,
+        fit_ctc_head,
+        load_real_sets,
+    )
+
+    config = tiny_config(tmp_path)
+    real, _, _ = load_real_sets(config)
+    sampler = BatchSampler(config, real, (np.zeros((0, 32, 96, 3), np.uint8), []), np.random.default_rng(0))
+    model = PlateOcrNet(config.model.network())
+    model.train()
+    others = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("ctc.")}
+    head = model.ctc.weight.detach().clone()
+    before, after = fit_ctc_head(model, sampler, batches=4, iterations=150)
+    assert after < 0.7 * before  # the head learnt to read the columns
+    assert not torch.equal(model.ctc.weight, head) and model.training  # mode restored
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in others.items())  # nothing else moved
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_training_lowers_loss_and_export_round_trips(tmp_path: Path, tiny_shared: Path) -> None:
     import onnxruntime as ort
 
@@ -201,12 +224,14 @@ def test_train_eval_ocr_and_explain_commands(tmp_path: Path, tiny_shared: Path) 
     )
     env = {"ANPR_EDGE_DATASETS": os.environ["ANPR_EDGE_DATASETS"], "ANPR_EDGE_CACHE_DIR": os.environ["ANPR_EDGE_CACHE_DIR"]}
     model = tmp_path / "out" / "ocr.onnx"
-    trained = run_cli("train-ocr", "--config", str(training), "--max-steps", "10", "--output", str(model), env=env)
+    trained = run_cli("train-ocr", "--config", str(training), "--max-steps", "10", "--seed", "3", "--output", str(model),
+                      env=env)
     assert trained.returncode == 0, trained.stderr
     summary = json.loads(trained.stdout)
     assert summary["onnx"] == str(model) and summary["steps"] == 10
     card = model.with_suffix(".md").read_text()
     assert "## Accuracy" in card and "us-nyc-plate-crops:val" in card and "batch 32:" in card
+    assert "seed 3)" in card  # --seed reaches the run (and the pool it draws)
 
     evaluated = run_cli("eval-ocr", "--model", str(model), "--json", "--failures", str(tmp_path / "fail"),
                         str(tiny_shared / "labels.csv"), env=env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -145,6 +146,36 @@ def test_chinese_plates_lead_with_a_province_character_that_is_not_in_the_label(
     monkeypatch.setattr(sp, "HANZI_FONT", "NoSuchFont")
     with pytest.raises(RuntimeError, match="apt-get install -y fonts-droid-fallback"):
         sp.render_plate("A12345", "cn_blue", rng)
+
+
+def test_tunisian_plates_draw_the_arabic_words_their_labels_write_as_t_and_n() -> None:
+    layout = sp.LAYOUTS["tn"]
+    regex = sp.layout_regex(layout)
+    # The real set's label forms (tn-plate-crops: ###T####, ##T####, ###T###, ######N) are all this layout's.
+    assert all(regex.fullmatch(text) for text in ("164T9053", "95T6758", "129T327", "103679N"))
+    assert not regex.fullmatch("103679T") and not regex.fullmatch("ABC123")
+    digit = sp._glyph("OSP-DIN", "8", 0)
+    cap = sp._cap_height("OSP-DIN", 0)
+    for word, letter in ((sp.TUNIS_WORD, "T"), (sp.NT_WORD, "N")):
+        glyph = sp._glyph("OSP-DIN", word, 0)
+        ink_rows = np.flatnonzero((glyph.mask > 127).any(axis=1))
+        # A word, not a Latin letter: wider than a digit, lower than the digits, centred on their mid-height.
+        assert glyph.mask.shape[1] > 1.3 * digit.mask.shape[1] and len(ink_rows) < 0.85 * cap
+        assert abs((glyph.top + glyph.mask.shape[0] / 2) + cap / 2) < 0.1 * cap
+        assert not np.array_equal(glyph.mask, sp._glyph("OSP-DIN", letter, 0).mask)
+    # Seen left to right, "تونس" has two connected pairs and the dots; "ن ت" two separate letters, the teh
+    # (two dots) on the left. Counted as ink blobs: more than a Latin letter has.
+    blobs = {word: cv2.connectedComponents((sp._glyph("OSP-DIN", word, 0).mask > 127).astype(np.uint8))[0] - 1
+             for word in (sp.TUNIS_WORD, sp.NT_WORD)}
+    assert blobs[sp.TUNIS_WORD] >= 4 and blobs[sp.NT_WORD] == 5
+    rng = np.random.default_rng(5)
+    plate = sp._render(sp._shown_lines("164T9053", layout, None), layout, rng, 100)
+    assert len(plate.boxes) == 8  # one box per label character, the word's among them
+    widths = [x2 - x1 for x1, _, x2, _ in sorted(plate.boxes)]
+    assert widths[3] > 1.3 * max(widths[:3] + widths[4:])  # the T is the wide word
+    texts = [sp.synth_sample(rng, ["tn"]).text for _ in range(60)]
+    assert all(regex.fullmatch(text) for text in texts) and any(text.endswith("N") for text in texts)
+    assert sum("T" in text for text in texts) > 0.6 * len(texts)
 
 
 def test_chinese_plates_are_lettered_thin_with_mostly_digits_after_the_dot() -> None:

@@ -28,7 +28,12 @@ from anpr_edge.ocr_eval import (
 )
 from anpr_edge.train.datasets import region_formats
 from anpr_edge.train.ocr_model import count_parameters
-from anpr_edge.train.ocr_train import OcrTrainConfig, PlateOcrNet, TrainResult
+from anpr_edge.train.ocr_train import (
+    SYNTH_POOL_VERSION,
+    OcrTrainConfig,
+    PlateOcrNet,
+    TrainResult,
+)
 
 
 def machine() -> str:
@@ -134,8 +139,8 @@ that command on the exported ONNX model through the runtime path (`PlateRecogniz
 ## Data
 - Real (train split of each set, split by plate text with `split_of`: the same plate is never in both
   splits): {', '.join(config.data.real_sets)} -> {result.samples.get('real_train', 0)} training crops.
-- Synthetic: {result.samples.get('synthetic', 0)} plates from `anpr_edge/train/synth_plates.py` (EU, UK, US, BR,
-  Chinese (the province character drawn, not labelled) and generic layouts, one- and two-line, with perspective (a tenth seen 30-60 degrees from the side), blur, noise, JPEG, low light, IR, dirt and
+- Synthetic: {result.samples.get('synthetic', 0)} plates (pool v{SYNTH_POOL_VERSION}, seed {config.seed}) from `anpr_edge/train/synth_plates.py` (EU, UK, US, BR,
+  Chinese (the province character drawn, not labelled), Tunisian (the Arabic words drawn, labelled T and N) and generic layouts, one- and two-line, with perspective (a tenth seen 30-60 degrees from the side), blur, noise, JPEG, low light, IR, dirt and
   occlusion; text faces plus sign and plate lettering: Highway Gothic, DIN 1451, Bebas Neue, and the French
   plate typeface's Q, M and W; thin regular-weight faces, as on Chinese plates), cut with the
   runtime's `crop_plate` from jittered boxes (a tenth cut at the plate's own box with no margin and their aspect

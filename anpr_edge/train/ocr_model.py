@@ -286,9 +286,12 @@ class PlateOcrNet(nn.Module):
                 told = torch.where(noisy, random, told)
             tokens = torch.cat([begin, told], dim=1)
             logits, _ = self._decode(memory_kvs, tokens)
+        return logits, self.ctc_logits(memory)
+
+    def ctc_logits(self, memory: torch.Tensor) -> torch.Tensor:
+        """The auxiliary CTC head's logits (B, cols, symbols) over the map's columns (rows averaged)."""
         rows, cols = self.config.feature_size
-        columns = memory.reshape(memory.shape[0], rows, cols, -1).mean(dim=1)
-        return logits, self.ctc(columns)
+        return self.ctc(memory.reshape(memory.shape[0], rows, cols, -1).mean(dim=1))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy decoding, unrolled to max_len steps (a static graph once traced). Each step runs the

@@ -45,12 +45,13 @@ from anpr_edge.train.ocr_model import OcrModelConfig, PlateOcrNet, count_paramet
 
 log = logging.getLogger(__name__)
 
-SYNTH_POOL_VERSION = 9  # 2: long tail of in-plane roll (up to 25 degrees); 3: sign and plate typefaces;
+SYNTH_POOL_VERSION = 10  # 2: long tail of in-plane roll (up to 25 degrees); 3: sign and plate typefaces;
 # 4: French short-tail Q, more (and narrower) old French FNI plates; 5: medium French faces (reverted);
 # 6: Chinese plates (their province character drawn as an emblem, not labelled); 7: steep side views
 # (yaw 30-60 degrees on 10% of plates); 8: the French plate typeface's straight-sided M and W; 9: Chinese plates
 # lettered thin and well spaced, mostly digits after the dot, regular-weight narrow faces in the generic layouts;
-# a tenth of the plates cut as pre-cut plate images (PRECUT_SHARE)
+# a tenth of the plates cut as pre-cut plate images (PRECUT_SHARE); 10: Tunisian plates, their Arabic words
+# labelled T and N
 
 # Share of synthetic plates cut as a plate image handed over by another pipeline or a crop set (``precut_crop``:
 # the plate's own box, no margin, its aspect stretched or squeezed), not as the detector's padded box. The
@@ -667,6 +668,9 @@ def _init_from(model: PlateOcrNet, path: Path, net_config: OcrModelConfig, sampl
             log.info("--init-weights %s: %s", path, _describe_transfer(source_config, net_config))
         images, _ = sampler.next()
         recalibrate_batchnorms(model, images)
+        before, after = fit_ctc_head(model, sampler)
+        log.info("--init-weights %s: CTC head (not in the ONNX) fitted on the loaded encoder: CTC loss %.2f -> %.2f",
+                 path, before, after)
         meta = onnx_metadata(path)
         prior_steps, prior_minutes = int(meta.get("train_steps", 0)), float(meta.get("train_minutes", 0.0))
     else:
@@ -679,6 +683,38 @@ def _init_from(model: PlateOcrNet, path: Path, net_config: OcrModelConfig, sampl
         prior_steps, prior_minutes = int(state.get("step", 0)), float(state.get("elapsed", 0.0)) / 60
     log.info("starting from %s (%d steps, %.1f min of earlier training)", path, prior_steps, prior_minutes)
     return {"from": path.name, "prior_steps": prior_steps, "prior_minutes": prior_minutes}
+
+
+def fit_ctc_head(model: PlateOcrNet, sampler: BatchSampler, batches: int = 16, iterations: int = 400) -> tuple[float, float]:
+    """Train the auxiliary CTC head alone on the frozen encoder's features of ``batches`` training batches;
+    returns the mean CTC loss before and after.
+
+    An exported ONNX model has no CTC head (it is training-only), so a run continued from one starts with a
+    random head whose loss (about 13, against under 1 for a fitted one) flows back into the trained encoder for
+    the first few hundred steps and unsettles it; fitting the head first (seconds) removes that shock."""
+    was_training = model.training
+    model.eval()
+    features, targets = [], []
+    with torch.no_grad():
+        for _ in range(batches):
+            images, texts = sampler.next()
+            features.append(model.encode(images).detach())
+            targets.append(encode_texts(texts, model.config.charset, model.config.max_len))
+
+    def mean_loss() -> float:
+        with torch.no_grad():
+            return float(np.mean([ctc_loss(model.ctc_logits(f), t).item() for f, t in zip(features, targets)]))
+
+    before = mean_loss()
+    optimizer = torch.optim.Adam(model.ctc.parameters(), lr=1e-2)
+    for i in range(iterations):
+        loss = ctc_loss(model.ctc_logits(features[i % batches]), targets[i % batches])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return before, mean_loss()
 
 
 def export_checkpoint(config: OcrTrainConfig, *, which: Literal["best", "last"] = "best") -> TrainResult:

@@ -117,6 +117,20 @@ STRAIGHT_W = "\ue053"
 FRENCH_LETTERS = {"Q": SHORT_TAIL_Q, "M": STRAIGHT_M, "W": STRAIGHT_W}  # label letter -> glyph drawn
 _FRENCH_TRANSLATION = str.maketrans(FRENCH_LETTERS)
 _FRENCH_GLYPHS = frozenset(FRENCH_LETTERS.values())
+# Tunisian plates carry an Arabic word between or after the numbers, which the labels (and the OCR) write as a
+# Latin letter: "تونس" (Tunis) as T on ordinary plates, "ن ت" as N on the six-digit ones. A private-use code
+# point stands for each word in a label line, as for the French letters. The words are drawn from Unicode's
+# Arabic presentation forms in visual (left-to-right) order with Pillow's basic layout, so no text shaping
+# library is needed and every machine draws the same pixels.
+TUNIS_WORD = "\ue054"
+NT_WORD = "\ue055"
+TUNISIAN_WORDS = {"T": TUNIS_WORD, "N": NT_WORD}  # label letter -> word drawn
+_ARABIC_WORDS = {
+    TUNIS_WORD: "\ufeb2\ufee7\ufeee\ufe97",  # seen left to right: final seen, initial noon, final waw, initial teh
+    NT_WORD: "\ufe95 \ufee5",  # seen left to right: isolated teh, a space, isolated noon
+}
+ARABIC_FONT = "DejaVuSans-Bold"  # fonts-dejavu-core; it draws the Arabic presentation forms
+_ARABIC_HEIGHT = 0.72  # the word's ink height / the label font's cap height (the digits stand taller)
 
 
 # --------------------------------------------------------------------------------------------- fonts
@@ -174,6 +188,8 @@ class _Glyph:
 def _glyph(stem: str, char: str, bold: int) -> _Glyph:
     if char == SHORT_TAIL_Q:
         return _short_tail_q(stem, bold)
+    if char in _ARABIC_WORDS:
+        return _arabic_word(stem, char, bold)
     if char in (STRAIGHT_M, STRAIGHT_W):
         return _straight_sided(stem, bold, vertex_down=char == STRAIGHT_M)
     font = _font(stem, _REF_FONT_SIZE)
@@ -186,6 +202,27 @@ def _glyph(stem: str, char: str, bold: int) -> _Glyph:
     mask = np.asarray(canvas, dtype=np.uint8)
     mask.setflags(write=False)
     return _Glyph(mask, left - 1.0, top - 1.0, font.getlength(char) + bold)
+
+
+def _arabic_word(stem: str, char: str, bold: int) -> _Glyph:
+    """An Arabic word of a Tunisian plate (``TUNISIAN_WORDS``) as one glyph of the label font ``stem``: its ink
+    ``_ARABIC_HEIGHT`` of the font's cap height, centred on the digits' mid-height, with a small gap each side."""
+    if ARABIC_FONT not in _font_index():
+        raise RuntimeError(f"the Tunisian plate layout needs {ARABIC_FONT}: apt-get install -y fonts-dejavu-core")
+    font = ImageFont.truetype(str(_font_index()[ARABIC_FONT]), _REF_FONT_SIZE, layout_engine=ImageFont.Layout.BASIC)
+    text = _ARABIC_WORDS[char]
+    left, top, right, bottom = font.getbbox(text, anchor="ls", stroke_width=bold)
+    canvas = Image.new("L", (max(right - left, 1) + 2, max(bottom - top, 1) + 2), 0)
+    ImageDraw.Draw(canvas).text((1 - left, 1 - top), text, font=font, fill=255, anchor="ls", stroke_width=bold,
+                                stroke_fill=255)
+    cap = _cap_height(stem, bold)
+    height = _ARABIC_HEIGHT * cap
+    width = canvas.width * height / canvas.height
+    mask = cv2.resize(np.asarray(canvas, dtype=np.uint8), (max(_px(width), 1), max(_px(height), 1)),
+                      interpolation=cv2.INTER_AREA)
+    mask.setflags(write=False)
+    gap = 0.12 * cap
+    return _Glyph(mask, gap, -(cap + height) / 2.0, width + 2.0 * gap)
 
 
 def _short_tail_q(stem: str, bold: int) -> _Glyph:
@@ -276,6 +313,8 @@ class Layout:
     max_chars: int = 0  # 0: no limit beyond the patterns
     # Share of plates whose Q, M and W are the French plate typeface's (FRENCH_LETTERS), not the font's.
     french_letters: float = 0.0
+    # Label letters drawn as something else on every plate of the layout, e.g. TUNISIAN_WORDS.
+    drawn_as: tuple[tuple[str, str], ...] = ()
     weight: float = 1.0  # default share in synth_sample
 
 
@@ -435,6 +474,15 @@ LAYOUTS: dict[str, Layout] = {
                      ((248, 236, 190), BLACK), (WHITE, (0, 90, 50)), ((20, 30, 70), WHITE), (BLACK, (240, 200, 60))),
             codes=_US_STATES, accents=(NAVY, (160, 20, 30), BLACK, (0, 90, 50), (30, 90, 170)),
             header_font="NimbusSans-Bold"),
+        # ------------------------------------------------------------------------------------ Tunisia
+        # White on black, 520 x 110 mm: a series number (up to 3 digits), the word "تونس" (labelled T) and a
+        # number (up to 4 digits); some plates have six digits and "ن ت" (labelled N). Taught by the real
+        # Tunisian crops alone, the OCR had never seen an N plate (the real set's five are all in its
+        # validation split) and read none.
+        Layout("tn", "OTHER", 520 / 110, ("### T ####",) * 5 + ("## T ####",) * 3 + ("### T ###", "## T ###", "# T ####")
+               + ("###### N",) * 3, colours=((BLACK, WHITE), ((22, 22, 26), (236, 236, 232))), fonts=_EU_FONTS,
+               decorations=("border?0.6", "screws?0.3", "emboss?0.3"), drawn_as=tuple(TUNISIAN_WORDS.items()),
+               char_width=(0.5, 0.64), tracking=(0.06, 0.16), weight=1.5),
         # ------------------------------------------------------------------------------------- Brazil
         Layout("br_old", "BR", 400 / 130, ("@@@·####",) * 3 + ("@@@-####",),
                colours=(((178, 180, 182), BLACK),) * 3 + (((160, 28, 30), WHITE),) * 2 + ((BLACK, WHITE), (WHITE, (150, 20, 20))),
@@ -1180,6 +1228,8 @@ def _draw_label(c: _Ctx, lines: Sequence[str], style: _Style) -> np.ndarray:
     for i, text in enumerate(lines):
         if style.french_letters:
             text = text.translate(_FRENCH_TRANSLATION)
+        if c.layout.drawn_as:
+            text = text.translate(str.maketrans(dict(c.layout.drawn_as)))
         cap = line_h * c.layout.char_height * rng.uniform(0.93, 1.03)
         run = _text_run(text, style.font, cap, width, squeeze=style.squeeze, tracking=style.tracking,
                         bold=style.bold, mono=style.mono, align=0.5)
