@@ -690,8 +690,10 @@ def fit_ctc_head(model: PlateOcrNet, sampler: BatchSampler, batches: int = 16, i
     returns the mean CTC loss before and after.
 
     An exported ONNX model has no CTC head (it is training-only), so a run continued from one starts with a
-    random head whose loss (about 13, against under 1 for a fitted one) flows back into the trained encoder for
-    the first few hundred steps and unsettles it; fitting the head first (seconds) removes that shock."""
+    freshly drawn head. Every continuation of the shipped model used seed 0 and so redrew the same head, which its
+    encoder has learnt to serve (CTC loss 0.4); any other seed draws a head whose loss (10-13) flows back into the
+    trained encoder and unsettled it: validation fell from 0.895 to 0.855 in the first 250 steps of a seed-1
+    run. Fitting the head first (seconds) removes that shock for any seed and any transferred network."""
     was_training = model.training
     model.eval()
     features, targets = [], []
