@@ -700,7 +700,7 @@ def fit_ctc_head(model: PlateOcrNet, sampler: BatchSampler, batches: int = 16, i
     with torch.no_grad():
         for _ in range(batches):
             images, texts = sampler.next()
-            features.append(model.encode(images).detach())
+            features.append(model.encode(images))
             targets.append(encode_texts(texts, model.config.charset, model.config.max_len))
 
     def mean_loss() -> float:
