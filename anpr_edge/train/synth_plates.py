@@ -193,15 +193,20 @@ def _glyph(stem: str, char: str, bold: int) -> _Glyph:
     if char in (STRAIGHT_M, STRAIGHT_W):
         return _straight_sided(stem, bold, vertex_down=char == STRAIGHT_M)
     font = _font(stem, _REF_FONT_SIZE)
-    left, top, right, bottom = font.getbbox(char, anchor="ls", stroke_width=bold)
-    width, height = max(right - left, 1) + 2, max(bottom - top, 1) + 2
-    canvas = Image.new("L", (width, height), 0)
-    ImageDraw.Draw(canvas).text(
-        (1 - left, 1 - top), char, font=font, fill=255, anchor="ls", stroke_width=bold, stroke_fill=255
-    )
-    mask = np.asarray(canvas, dtype=np.uint8)
+    mask, left, top = _rasterise(font, char, bold)
     mask.setflags(write=False)
-    return _Glyph(mask, left - 1.0, top - 1.0, font.getlength(char) + bold)
+    return _Glyph(mask, left, top, font.getlength(char) + bold)
+
+
+def _rasterise(font: ImageFont.FreeTypeFont, text: str, bold: int) -> tuple[np.ndarray, float, float]:
+    """``text``'s ink box (plus 1 px margin) as uint8 coverage, and its left and top relative to the pen
+    position on the baseline."""
+    left, top, right, bottom = font.getbbox(text, anchor="ls", stroke_width=bold)
+    canvas = Image.new("L", (max(right - left, 1) + 2, max(bottom - top, 1) + 2), 0)
+    ImageDraw.Draw(canvas).text(
+        (1 - left, 1 - top), text, font=font, fill=255, anchor="ls", stroke_width=bold, stroke_fill=255
+    )
+    return np.asarray(canvas, dtype=np.uint8), left - 1.0, top - 1.0
 
 
 def _arabic_word(stem: str, char: str, bold: int) -> _Glyph:
@@ -210,16 +215,11 @@ def _arabic_word(stem: str, char: str, bold: int) -> _Glyph:
     if ARABIC_FONT not in _font_index():
         raise RuntimeError(f"the Tunisian plate layout needs {ARABIC_FONT}: apt-get install -y fonts-dejavu-core")
     font = ImageFont.truetype(str(_font_index()[ARABIC_FONT]), _REF_FONT_SIZE, layout_engine=ImageFont.Layout.BASIC)
-    text = _ARABIC_WORDS[char]
-    left, top, right, bottom = font.getbbox(text, anchor="ls", stroke_width=bold)
-    canvas = Image.new("L", (max(right - left, 1) + 2, max(bottom - top, 1) + 2), 0)
-    ImageDraw.Draw(canvas).text((1 - left, 1 - top), text, font=font, fill=255, anchor="ls", stroke_width=bold,
-                                stroke_fill=255)
+    word, _, _ = _rasterise(font, _ARABIC_WORDS[char], bold)
     cap = _cap_height(stem, bold)
     height = _ARABIC_HEIGHT * cap
-    width = canvas.width * height / canvas.height
-    mask = cv2.resize(np.asarray(canvas, dtype=np.uint8), (max(_px(width), 1), max(_px(height), 1)),
-                      interpolation=cv2.INTER_AREA)
+    width = word.shape[1] * height / word.shape[0]
+    mask = cv2.resize(word, (max(_px(width), 1), max(_px(height), 1)), interpolation=cv2.INTER_AREA)
     mask.setflags(write=False)
     gap = 0.12 * cap
     return _Glyph(mask, gap, -(cap + height) / 2.0, width + 2.0 * gap)
