@@ -195,6 +195,44 @@ def test_chinese_plates_are_lettered_thin_with_mostly_digits_after_the_dot() -> 
     assert ink["NimbusSansNarrow-Regular"] < 0.75 * ink["NimbusSansNarrow-Bold"]
 
 
+@pytest.mark.parametrize("font, bold", [("NimbusSansNarrow-Regular", 0), ("NimbusSansNarrow-Bold", 2), ("OSP-DIN", 0)])
+@pytest.mark.parametrize("cap", [18.0, 40.0])
+def test_reshaped_letters_change_shape_but_keep_every_character(font: str, bold: int, cap: float) -> None:
+    mask = sp._text_run("A05279", font, cap, 10 * cap, bold=bold).mask
+    ink = mask > 127
+    characters = cv2.connectedComponents(ink.astype(np.uint8))[0] - 1
+    assert characters == 6
+    overlaps, weights = [], []
+    for seed in range(20):
+        out = sp.reshape_letters(mask, cap, np.random.default_rng(seed))
+        assert out.shape == mask.shape and out.dtype == np.uint8
+        reshaped = out > 127
+        # No stroke vanishes (thin faces included) and no two characters run together.
+        assert cv2.connectedComponents(reshaped.astype(np.uint8))[0] - 1 == characters
+        overlaps.append((ink & reshaped).sum() / (ink | reshaped).sum())
+        weights.append(reshaped.sum() / ink.sum())
+    # Each character stays where it was, in a shape of its own: changed, never a different figure.
+    assert 0.55 < min(overlaps) and max(overlaps) < 0.97
+    assert 0.7 < min(weights) and max(weights) < 1.35 and max(weights) - min(weights) > 0.15  # bolder and lighter
+    assert not np.array_equal(sp.reshape_letters(mask, cap, np.random.default_rng(0)),
+                              sp.reshape_letters(mask, cap, np.random.default_rng(1)))
+
+
+def test_reshape_share_reshapes_that_share_and_leaves_the_default_stream_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = sp.reshape_letters
+    monkeypatch.setattr(sp, "reshape_letters", lambda *args: calls.append(1) or original(*args))
+    plain = [sp.synth_sample(np.random.default_rng(seed)) for seed in range(3)]
+    assert not calls
+    rng = np.random.default_rng(4)
+    for _ in range(80):
+        sp.synth_sample(rng, reshape_share=0.5)
+    assert 25 < len(calls) < 55
+    # Off (the default), nothing is drawn for it: the same seed gives the same plate as before the option.
+    again = [sp.synth_sample(np.random.default_rng(seed), reshape_share=0.0) for seed in range(3)]
+    assert all(np.array_equal(a.image, b.image) and a.text == b.text for a, b in zip(plain, again))
+
+
 def test_two_line_layouts_draw_two_rows_top_then_bottom() -> None:
     rng = np.random.default_rng(8)
     two_line = [layout for layout in sp.LAYOUTS.values() if layout.lines == 2]

@@ -142,7 +142,7 @@ that command on the exported ONNX model through the runtime path (`PlateRecogniz
 - Synthetic: {result.samples.get('synthetic', 0)} plates (pool v{SYNTH_POOL_VERSION}, seed {config.seed}) from `anpr_edge/train/synth_plates.py` (EU, UK, US, BR,
   Chinese (the province character drawn, not labelled), Tunisian (the Arabic words drawn, labelled T and N) and generic layouts, one- and two-line, with perspective (a tenth seen 30-60 degrees from the side), blur, noise, JPEG, low light, IR, dirt and
   occlusion; text faces plus sign and plate lettering: Highway Gothic, DIN 1451, Bebas Neue, and the French
-  plate typeface's Q, M and W; thin regular-weight faces, as on Chinese plates), cut with the
+  plate typeface's Q, M and W; thin regular-weight faces, as on Chinese plates{_reshaped(config)}), cut with the
   runtime's `crop_plate` from jittered boxes (a tenth cut at the plate's own box with no margin and their aspect
   stretched, as crop sets and other pipelines hand plates over); {config.data.synthetic_fraction:.0%} of every batch.
 {_splicing(config, result)}{_chinese(config)}- Held-out test: {', '.join(config.data.test_sets)} (real French scenes, cut at the labelled box with padding
@@ -187,6 +187,11 @@ region plate formats (`formats.regions`, default thresholds), as `anpr-edge read
 """
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _reshaped(config: OcrTrainConfig) -> str:
+    share = config.data.reshape_share
+    return f"; {share:.0%} of the plates' letters reshaped by a smooth warp and another stroke weight" if share > 0 else ""
 
 
 def _chinese(config: OcrTrainConfig) -> str:

@@ -51,7 +51,7 @@ SYNTH_POOL_VERSION = 10  # 2: long tail of in-plane roll (up to 25 degrees); 3: 
 # (yaw 30-60 degrees on 10% of plates); 8: the French plate typeface's straight-sided M and W; 9: Chinese plates
 # lettered thin and well spaced, mostly digits after the dot, regular-weight narrow faces in the generic layouts;
 # a tenth of the plates cut as pre-cut plate images (PRECUT_SHARE); 10: Tunisian plates, their Arabic words
-# labelled T and N
+# labelled T and N. ``data.reshape_share`` (off by default) adds its share to the pool's cache key.
 
 # Share of synthetic plates cut as a plate image handed over by another pipeline or a crop set (``precut_crop``:
 # the plate's own box, no margin, its aspect stretched or squeezed), not as the detector's padded box. The
@@ -100,6 +100,13 @@ class OcrDataSettings(Section):
         "one real crop of a set joined in a character gap to the right part of another, so real glyphs come in "
         "texts the model has not memorised. 0: off (a 75-minute continuation of the shipped model with 0.3 and "
         "token_noise 0.1 did not beat it on the validation splits, 2026-12-06).",
+    )
+    reshape_share: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Share of synthetic plates whose letters are reshaped (``synth_plates.reshape_letters``: a "
+        "smooth random warp and another stroke weight), for the plate dies no font draws. 0: off (the "
+        "leave-one-region-out runs of 2026-12-07 read the unseen US plates 25.4% with 0.5 against 21.9% "
+        "without, French 32.9% against 36.5%: one run each, not significant; docs/BENCHMARKS.md).",
     )
 
 
@@ -223,14 +230,16 @@ def load_real_sets(config: OcrTrainConfig) -> tuple[list[RealCrop], list[EvalSet
     return train, val_sets, test_sets
 
 
-def _synth_worker(args: tuple[int, int, int, tuple[int, int], float, str, int]) -> tuple[np.ndarray, list[str]]:
+def _synth_worker(
+    args: tuple[int, int, int, tuple[int, int], float, str, int, float],
+) -> tuple[np.ndarray, list[str]]:
     from anpr_edge.train import synth_plates
 
-    seed, chunk, count, size, padding, charset, max_len = args
+    seed, chunk, count, size, padding, charset, max_len, reshape_share = args
     rng = np.random.default_rng([seed, chunk])
     crops, texts = [], []
     while len(texts) < count:
-        sample = synth_plates.synth_sample(rng)
+        sample = synth_plates.synth_sample(rng, reshape_share=reshape_share)
         if not _usable(sample.text, charset, max_len):
             continue
         if rng.random() < PRECUT_SHARE:
@@ -250,12 +259,15 @@ def synthetic_pool(config: OcrTrainConfig, workers: int = 2) -> tuple[np.ndarray
     if count == 0:
         return np.zeros((0, model.height, model.width, 3), np.uint8), []
     key = f"ocr-synth-v{SYNTH_POOL_VERSION}-s{config.seed}-n{count}-{size[0]}x{size[1]}-p{config.data.padding:g}"
+    if config.data.reshape_share > 0:
+        key += f"-r{config.data.reshape_share:g}"
     cache = paths.cache_dir() / key
     if (cache / "texts.json").is_file():
         return np.load(cache / "crops.npy", mmap_mode="r"), json.loads((cache / "texts.json").read_text())
     chunk = 500
     jobs = [
-        (config.seed, i, min(chunk, count - i * chunk), size, config.data.padding, model.charset, model.max_len)
+        (config.seed, i, min(chunk, count - i * chunk), size, config.data.padding, model.charset, model.max_len,
+         config.data.reshape_share)
         for i in range(math.ceil(count / chunk))
     ]
     crops, texts = [], []
@@ -652,7 +664,12 @@ def _init_from(model: PlateOcrNet, path: Path, net_config: OcrModelConfig, sampl
     if not path.is_file():
         raise ConfigError(f"--init-weights {path}: no such file")
     if path.suffix == ".onnx":
-        from anpr_edge.train.onnx_weights import load_onnx_weights, onnx_metadata, onnx_model_config, recalibrate_batchnorms
+        from anpr_edge.train.onnx_weights import (
+            load_onnx_weights,
+            onnx_metadata,
+            onnx_model_config,
+            recalibrate_batchnorms,
+        )
 
         source_config = onnx_model_config(path)
         if dataclasses.replace(source_config, **{key: getattr(net_config, key) for key in TRANSFERABLE}) != net_config:
