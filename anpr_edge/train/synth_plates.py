@@ -1248,7 +1248,7 @@ def _draw_label(c: _Ctx, lines: Sequence[str], style: _Style, reshape_share: flo
             c.slots.append((slot[0] + ox, slot[1] + oy, slot[2] + ox, slot[3] + oy))
         smallest_cap = min(smallest_cap, cap)
     # Drawn only when asked, so the pools made without it stay as they were.
-    if reshape_share > 0 and rng.random() < reshape_share:
+    if reshape_share > 0 and lines and rng.random() < reshape_share:
         mask = reshape_letters(mask, smallest_cap, rng)
     return mask
 
