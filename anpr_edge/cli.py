@@ -855,7 +855,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command's handler: its exit status, or one line on stderr for a user mistake."""
     setup_logging("DEBUG" if args.verbose else "INFO")
     try:
         return int(args.handler(args))

@@ -407,21 +407,13 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m anpr_edge.mqtt_cli COMMAND ...``: the same commands without the rest of the CLI."""
-    from anpr_edge.logs import setup_logging
+    # Imported here, not at the top: the main CLI imports this module to register its commands.
+    from anpr_edge.cli import run_command
 
     parser = argparse.ArgumentParser(prog="anpr-edge", description="MQTT tools of anpr-edge.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    setup_logging("DEBUG" if args.verbose else "INFO")
-    try:
-        return int(args.handler(args))
-    except AnprError as error:
-        sys.stderr.write(f"anpr-edge: error: {error}\n")
-        return error.exit_code
-    except KeyboardInterrupt:
-        return 130
-
+    return run_command(parser.parse_args(argv))
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
