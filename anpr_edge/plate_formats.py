@@ -54,6 +54,7 @@ _FR = "[A-HJ-NP-TV-Z]"  # no I, O, U
 _FR_FNI = "[A-HJ-NP-Z]"  # never I or O; U only on series before November 1984, still on the road
 _IT = "[A-HJ-NPR-TV-Z]"  # no I, O, Q, U
 _ES = "[BCDFGHJKLMNPRSTVWXYZ]"  # consonants only (current series)
+_CN = "[A-HJ-NP-Z0-9]"  # no I, O
 
 # Shipped formats. Not exhaustive: a plate that fits none is reported as read, without a format.
 BUILTIN_FORMATS: Mapping[str, tuple[str, ...]] = {
@@ -76,6 +77,10 @@ BUILTIN_FORMATS: Mapping[str, tuple[str, ...]] = {
     "BR-MERCOSUR": ("LLL-D-L-DD",),
     # Tunisia: <digits> تونس <digits>, the Arabic word labelled T; the N series is digits then N.
     "TN": ("D{2,3}[T]D{2,4}", "D{6}[N]"),
+    # China, after the province character (the OCR skips it, as it skips an emblem): the issuing office's
+    # letter, then five of 0-9 and A-Z without I and O (never issued); new-energy (green) plates have six,
+    # D or F first (small vehicles) or last (large).
+    "CN": (f"L{_CN}{{5}}", f"L[DF]{_CN}D{{4}}", "LD{5}[DF]"),
     "GENERIC": ("A{2,10}",),  # anything plate-like: names the format, corrects nothing
 }
 

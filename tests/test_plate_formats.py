@@ -59,7 +59,7 @@ def test_texts_fit_the_shipped_formats(text: str, expected: str | None) -> None:
 def test_every_builtin_format_parses_and_has_an_example() -> None:
     examples = {"EU": "AB123CD", "FR": "AB123CD", "DE": "BMW1234", "ES": "1234BCD", "IT": "AB123CD", "UK": "BD51SMR",
                 "NL": "12ABC3", "PL": "WA12345", "US": "ABC1234", "BR": "ABC1234", "BR-MERCOSUR": "BRA2E19",
-                "TN": "128T8086", "GENERIC": "X1"}
+                "TN": "128T8086", "CN": "AMS087", "GENERIC": "X1"}
     assert set(examples) == set(BUILTIN_FORMATS)
     for name, text in examples.items():
         assert PlateFormat.parse(name, BUILTIN_FORMATS[name]).matches(text), name
@@ -153,6 +153,18 @@ def test_french_old_plates_never_carry_i_or_o() -> None:
     for plate in ("123AB2A", "4567XY2B", "123ABC974", "1234AB75"):
         assert text_format(plate, fmt("FR")) == "FR", plate
     assert text_format("1234OB75", fmt("FR")) is None
+
+
+def test_chinese_serials_never_carry_i_or_o() -> None:
+    # The Hangzhou clip's APH188 read as APHI88: an I is never issued in a Chinese serial, the 1 is kept.
+    probs = char_probs("APHI88", alternatives={3: ("1", 0.2)})
+    choice = constrain(probs, CHARSET, fmt("CN"))
+    assert (choice.text, choice.format) == ("APH188", "CN")
+    # New-energy plates: six after the office letter, D or F first (small vehicles) or last (large).
+    for plate in ("AD12345", "AFB1234", "A12345D"):
+        assert text_format(plate, fmt("CN")) == "CN", plate
+    for plate in ("AMS0O7", "AI2345", "AX12345", "A12345X"):
+        assert text_format(plate, fmt("CN")) is None, plate
 
 
 def test_tunisian_word_read_as_seven() -> None:

@@ -124,7 +124,7 @@ SHARED_SETS: dict[str, SharedSet] = {
         SharedSet("cn-plate-crops", "cn-plate-crops", "crops", "cn", "train",
                   "94x24 crops of Chinese blue plates (Anhui mostly); the leading Chinese province is dropped "
                   "from the label unless the charset has it: the OCR reads the 6 Latin characters",
-                  drops_leading_symbol=True),
+                  formats=("CN",), drops_leading_symbol=True),
         SharedSet("fr-plate-scenes", "fr-plate-scenes", "scenes", "fr", "test",
                   "the European test set: full photos with one plate box and its text; never trained on",
                   formats=("FR",)),
