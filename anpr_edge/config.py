@@ -452,7 +452,7 @@ class FormatsConfig(Section):
     regions: list[str] = Field(
         default_factory=list,
         description="Plate formats that constrain reading, in order of preference: EU, FR, DE, ES, IT, UK, NL, "
-        "PL, US, BR, BR-MERCOSUR, TN, CN, GENERIC, or a name from custom. Empty: no constraint.",
+        "PL, US, BR, BR-MERCOSUR, TN, CN, RU, UA, TR, IN, AR, GENERIC, or a name from custom. Empty: no constraint.",
     )
     custom: dict[str, list[str]] = Field(
         default_factory=dict,

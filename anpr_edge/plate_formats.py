@@ -55,6 +55,9 @@ _FR_FNI = "[A-HJ-NP-Z]"  # never I or O; U only on series before November 1984, 
 _IT = "[A-HJ-NPR-TV-Z]"  # no I, O, Q, U
 _ES = "[BCDFGHJKLMNPRSTVWXYZ]"  # consonants only (current series)
 _CN = "[A-HJ-NP-Z0-9]"  # no I, O
+_RU = "[ABEKMHOPCTYX]"  # the Cyrillic letters that look Latin (А В Е К М Н О Р С Т У Х), the only ones issued
+_UA = "[ABCEHIKMOPTX]"  # likewise (А В С Е Н І К М О Р Т Х)
+_TR = "[A-PR-VYZ]"  # no Q, W, X (and no Turkish-only letters)
 
 # Shipped formats. Not exhaustive: a plate that fits none is reported as read, without a format.
 BUILTIN_FORMATS: Mapping[str, tuple[str, ...]] = {
@@ -81,6 +84,13 @@ BUILTIN_FORMATS: Mapping[str, tuple[str, ...]] = {
     # letter, then five of 0-9 and A-Z without I and O (never issued); new-energy (green) plates have six,
     # D or F first (small vehicles) or last (large).
     "CN": (f"L{_CN}{{5}}", f"L[DF]{_CN}D{{4}}", "LD{5}[DF]"),
+    "RU": (f"{_RU}DDD{_RU}{{2}}D{{2,3}}",),  # series letter, number, letters, region code
+    "UA": (f"{_UA}{{2}}-DDDD-{_UA}{{2}}",),  # region, number, series (since 2004)
+    # Province code 01-81, then one letter and 4-5 digits, two and 3-4, or three and 2-3.
+    "TR": (f"DD-{_TR}-D{{4,5}}", f"DD-{_TR}{{2}}-D{{3,4}}", f"DD-{_TR}{{3}}-D{{2,3}}"),
+    # State, district (1-2 digits), series (0-3 letters), number; and the Bharat (BH) series.
+    "IN": ("LL-D{1,2}-L{0,3}-D{1,4}", "DD-[B][H]-DDDD-L{1,2}"),
+    "AR": ("LL-DDD-LL", "LLL-DDD"),  # Argentina: Mercosur (since 2016), and before
     "GENERIC": ("A{2,10}",),  # anything plate-like: names the format, corrects nothing
 }
 

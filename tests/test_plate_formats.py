@@ -59,7 +59,8 @@ def test_texts_fit_the_shipped_formats(text: str, expected: str | None) -> None:
 def test_every_builtin_format_parses_and_has_an_example() -> None:
     examples = {"EU": "AB123CD", "FR": "AB123CD", "DE": "BMW1234", "ES": "1234BCD", "IT": "AB123CD", "UK": "BD51SMR",
                 "NL": "12ABC3", "PL": "WA12345", "US": "ABC1234", "BR": "ABC1234", "BR-MERCOSUR": "BRA2E19",
-                "TN": "128T8086", "CN": "AMS087", "GENERIC": "X1"}
+                "TN": "128T8086", "CN": "AMS087", "RU": "A123BC77", "UA": "AA1234BB",
+                "TR": "34ABC123", "IN": "MH12AB1234", "AR": "AB123CD", "GENERIC": "X1"}
     assert set(examples) == set(BUILTIN_FORMATS)
     for name, text in examples.items():
         assert PlateFormat.parse(name, BUILTIN_FORMATS[name]).matches(text), name
