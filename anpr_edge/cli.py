@@ -221,6 +221,41 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_formats(args: argparse.Namespace) -> int:
+    from anpr_edge.plate_formats import BUILTIN_FORMATS, load_formats, text_format
+
+    config = load_config(args.config) if args.config else None
+    custom = dict(config.formats.custom) if config else {}
+    configured = list(config.formats.regions) if config else []
+    # With a config, texts are checked against its formats in its order; without one (or none configured),
+    # against every known format, so a site can find which of them its plates fit.
+    names = configured or list(dict.fromkeys([*BUILTIN_FORMATS, *custom]))
+    try:
+        formats = load_formats(names, custom)
+    except ValueError as error:
+        raise ConfigError(f"{args.config}: formats: {error}") from None
+    if not args.texts:
+        for plate_format in formats:
+            record = {"format": plate_format.name, "patterns": list(plate_format.patterns),
+                      "configured": plate_format.name in configured,
+                      "custom": plate_format.name in custom}
+            if args.json:
+                _emit(record, sys.stdout)
+            else:
+                mark = " (configured)" if record["configured"] else ""
+                sys.stdout.write(f"{plate_format.name}{mark}: {', '.join(plate_format.patterns)}\n")
+        return 0
+    for raw in args.texts:
+        text = "".join(raw.split()).replace("-", "").upper()
+        fits = [f.name for f in formats if f.matches(text)]
+        first = text_format(text, formats)
+        if args.json:
+            _emit({"text": text, "format": first, "fits": fits}, sys.stdout)
+        else:
+            sys.stdout.write(f"{text}: " + (", ".join(fits) if fits else "no format") + "\n")
+    return 0
+
+
 def _needs_torch(command: str) -> None:
     try:
         import torch  # noqa: F401
@@ -842,6 +877,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--no-probe", dest="probe", action="store_false", help="do not open the camera sources")
     check.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     check.set_defaults(handler=cmd_check_config)
+
+    formats = commands.add_parser(
+        "formats",
+        help="list the plate formats, or say which of them plate texts fit",
+        description="Without TEXT: every known plate format (built in, and a config's custom ones) with its "
+        "patterns; with --config, its formats.regions in their order. With TEXTs (spaces and dashes ignored): "
+        "the formats each fits as it is, the first of them being the one events report "
+        "(plate_format). A way to choose formats.regions for a site, or to test a custom pattern.",
+    )
+    formats.add_argument("texts", nargs="*", metavar="TEXT", help="plate texts, e.g. AB-123-CD")
+    formats.add_argument("--config", metavar="FILE", help="YAML config: its formats.regions and custom formats")
+    formats.add_argument("--json", action="store_true", help="one JSON object per format or text")
+    formats.set_defaults(handler=cmd_formats)
 
     demo = commands.add_parser(
         "demo-clip",

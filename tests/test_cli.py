@@ -88,6 +88,24 @@ def test_check_config_example_is_valid() -> None:
     assert "secret" not in as_json.stdout
 
 
+def test_formats_lists_and_matches(tmp_path: Path) -> None:
+    listed = json_lines(cli("formats", "--json").stdout)
+    assert {"FR", "CN", "GENERIC"} <= {f["format"] for f in listed}
+    # Texts against every format, spaces and dashes ignored; the first that fits is what events report.
+    fits = json_lines(cli("formats", "--json", "ab-123-cd", "A 123 BC 77", "!!").stdout)
+    assert fits[0]["text"] == "AB123CD" and fits[0]["format"] == "EU" and "FR" in fits[0]["fits"]
+    assert fits[1]["format"] == "RU"
+    assert fits[2] == {"text": "!!", "format": None, "fits": []}
+    # With a config: its regions in its order, custom formats included.
+    site = tmp_path / "site.yaml"
+    site.write_text("cameras: [{id: a, source: demo}]\nformats: {regions: [XX, FR], custom: {XX: ['LL-DDD-LL']}}\n")
+    assert cli("formats", "--config", str(site), "AB123CD").stdout == "AB123CD: XX, FR\n"
+    configured = json_lines(cli("formats", "--config", str(site), "--json").stdout)
+    assert [(f["format"], f["configured"], f["custom"]) for f in configured] == [("XX", True, True), ("FR", True, False)]
+    site.write_text("cameras: [{id: a, source: demo}]\nformats: {regions: [XX], custom: {XX: ['LL-QQ']}}\n")
+    assert_clean_error(cli("formats", "--config", str(site)), 2, "formats", "'LL-QQ'")
+
+
 def test_check_config_errors(tmp_path: Path, models: dict[str, Path]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("cameras:\n  - {id: a, source: demo, fps_limt: 5}\n")
