@@ -63,6 +63,9 @@ MIN_FPS = 8.0
 # 720p (1280 px across) is the least that keeps a 52 cm EU plate above MIN_OCR_PLATE_PX when the view
 # spans a 4 m lane: 1280 * 0.52 / 4 = 166 px, where 640x480 gives 83 px.
 MIN_HEIGHT_PX = 720
+# Reads at least this sure are taken as the plates' real texts when advising on plate formats: a misread
+# would suggest a format the site does not have.
+MIN_FORMAT_ADVICE_CONFIDENCE = 0.5
 
 # OpenCV's FOURCC (a container tag such as avc1/hvc1, or FFmpeg's codec name when there is no tag) and
 # ffprobe's codec_name, folded to one name per codec family.
@@ -87,6 +90,7 @@ class ProbedPlate:
     text: str = ""
     text_confidence: float = 0.0
     input_width_px: float | None = None  # the plate's width in the detector's letterboxed input
+    format: str | None = None  # the plate format the text was read under (formats.regions), if any
 
     @property
     def width_px(self) -> float:
@@ -105,6 +109,7 @@ class ProbedPlate:
             "input_width_px": None if self.input_width_px is None else round(self.input_width_px, 1),
             "text": self.text,
             "text_confidence": round(self.text_confidence, 4),
+            "format": self.format,
         }
 
 
@@ -133,6 +138,8 @@ class ProbeReport:
     frames_with_plates: int = 0
     best_frame: int | None = None  # index (in the source) of the frame the plates and snapshot come from
     plates: list[ProbedPlate] | None = None
+    # The config's formats.regions (None: not known, no format advice).
+    formats_configured: list[str] | None = None
     snapshot: str | None = None
     advice: list[str] = field(default_factory=list)
 
@@ -192,6 +199,7 @@ def advise(report: ProbeReport) -> list[str]:
             f"resolution {report.width}x{report.height} is below 720p: distant plates will be too small to read; "
             "use the camera's main stream (not the sub-stream) at 1280x720 or more"
         )
+    advice.extend(_format_advice(report))
     if report.codec == "hevc":
         advice.append(
             "H.265 stream: fine, decoded by FFmpeg (in software here, more CPU per frame than H.264); "
@@ -201,6 +209,34 @@ def advise(report: ProbeReport) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- codec
+def _format_advice(report: ProbeReport) -> list[str]:
+    """Which plate formats the confident reads fit, where none is configured or they fit none configured."""
+    from anpr_edge.plate_formats import BUILTIN_FORMATS, load_formats
+
+    if report.plates is None or report.formats_configured is None:
+        return []
+    texts = list(dict.fromkeys(p.text for p in report.plates
+                               if p.text and p.text_confidence >= MIN_FORMAT_ADVICE_CONFIDENCE))
+    if not texts:
+        return []
+    shown = ", ".join(texts[:3])
+    if not report.formats_configured:
+        # GENERIC fits every plate and corrects nothing: not worth suggesting.
+        known = load_formats([name for name in BUILTIN_FORMATS if name != "GENERIC"])
+        fitting = [f.name for f in known if all(f.matches(text) for text in texts)]
+        fits = (f"fit the formats {', '.join(fitting)}" if fitting
+                else "fit no single built-in format (`anpr-edge formats TEXT` shows each one's)")
+        return [f"no plate formats configured: the plates read here ({shown}) {fits}; list your region's in "
+                "formats.regions so look-alikes (0/O, 8/B, 5/S...) are fixed where the format rules one out"]
+    unfit = [p.text for p in report.plates if p.text in texts and p.format is None]
+    if unfit:
+        configured = ", ".join(report.formats_configured)
+        return [f"plates read here ({', '.join(dict.fromkeys(unfit[:3]))}) fit none of formats.regions "
+                f"[{configured}]: if they are read right, add their format (`anpr-edge formats TEXT` lists "
+                "those each fits) or a custom one"]
+    return []
+
+
 def fourcc_text(value: float) -> str | None:
     """OpenCV's CAP_PROP_FOURCC (a float holding 4 little-endian bytes) as text; None when unknown."""
     if not value or not math.isfinite(value):
@@ -364,11 +400,13 @@ def probe_source(
                 text=read.text,
                 text_confidence=float(read.confidence),
                 input_width_px=float(read.box[2] - read.box[0]) * scale,
+                format=read.format,
             )
             for read in reads
             if read.box is not None
         ]
         report.plates.sort(key=lambda p: -p.width_px)
+        report.formats_configured = [f.name for f in reader.formats]
     report.advice = advise(report)
     return report, best.image
 

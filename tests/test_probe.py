@@ -319,6 +319,26 @@ def test_advise_resolution_and_codec() -> None:
     assert advice.startswith("H.265 stream: fine, decoded by FFmpeg") and "Jetson" in advice
 
 
+def test_advise_plate_formats_from_the_reads() -> None:
+    def plate(text: str, confidence: float = 0.9, fmt: str | None = None) -> ProbedPlate:
+        return ProbedPlate(box=(100.0, 100.0, 250.0, 137.0), confidence=0.8, text=text, text_confidence=confidence,
+                           input_width_px=40.0, format=fmt)
+
+    # None configured: the specific formats every sure read fits (GENERIC, which fits all, is not offered).
+    (advice,) = advise(report_with(plates=[plate("AB123CD"), plate("EF456GH")], formats_configured=[]))
+    assert advice.startswith("no plate formats configured: the plates read here (AB123CD, EF456GH) fit the formats")
+    assert "FR" in advice and "IT" in advice and "GENERIC" not in advice and "formats.regions" in advice
+    (advice,) = advise(report_with(plates=[plate("AB123CD"), plate("A123BC77")], formats_configured=[]))
+    assert "fit no single built-in format" in advice
+    # Unsure reads are no evidence of the site's format; unknown configuration (None): no advice either.
+    assert advise(report_with(plates=[plate("AB123CD", confidence=0.3)], formats_configured=[])) == []
+    assert advise(report_with(plates=[plate("AB123CD")], formats_configured=None)) == []
+    # Configured: only reads that fit none of them are pointed out.
+    assert advise(report_with(plates=[plate("AB123CD", fmt="FR")], formats_configured=["FR"])) == []
+    (advice,) = advise(report_with(plates=[plate("A123BC77")], formats_configured=["FR", "UK"]))
+    assert advice.startswith("plates read here (A123BC77) fit none of formats.regions [FR, UK]")
+
+
 def test_advice_order_and_combination() -> None:
     advice = advise(report_with(30.0, width=640, height=480, fps_nominal=5.0, codec="hevc"))
     assert [a.split()[0] for a in advice] == ["widest", "5.0", "resolution", "H.265"]
