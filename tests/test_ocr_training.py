@@ -577,3 +577,14 @@ def test_bench_ocr_nets_times_recipes_and_models_side_by_side(tmp_path: Path) ->
     missing = run_cli("bench-ocr-nets", str(tmp_path / "nope.yaml"), env={})
     assert missing.returncode == 2 and "nope.yaml: no such training recipe" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_model_card_names_the_command_as_typed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from anpr_edge.train.ocr_card import _command
+
+    args = ["train-ocr", "--minutes", "95", "--seed", "1"]
+    for program in ("/usr/local/bin/anpr-edge", "/repo/anpr_edge/__main__.py"):  # console script, python -m
+        monkeypatch.setattr(sys, "argv", [program, *args])
+        assert _command() == "anpr-edge train-ocr --minutes 95 --seed 1"
+    monkeypatch.setattr(sys, "argv", ["/tmp/my_script.py"])
+    assert _command() == "anpr-edge train-ocr (called from Python)"

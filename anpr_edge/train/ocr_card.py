@@ -50,7 +50,9 @@ def machine() -> str:
 
 def _command() -> str:
     """The command line that trained this model, as typed (the card must say how to reproduce it)."""
-    if Path(sys.argv[0]).name == "anpr-edge" or sys.argv[0].endswith("cli.py"):
+    program = Path(sys.argv[0])
+    # The console script, or `python -m anpr_edge` (argv[0] is then the package's __main__.py).
+    if program.name == "anpr-edge" or program.name == "cli.py" or program.parts[-2:] == ("anpr_edge", "__main__.py"):
         return " ".join(["anpr-edge", *sys.argv[1:]])
     return "anpr-edge train-ocr (called from Python)"
 
