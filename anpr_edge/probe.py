@@ -208,7 +208,6 @@ def advise(report: ProbeReport) -> list[str]:
     return advice
 
 
-# --------------------------------------------------------------------------------------------- codec
 def _format_advice(report: ProbeReport) -> list[str]:
     """Which plate formats the confident reads fit, where none is configured or they fit none configured."""
     from anpr_edge.plate_formats import BUILTIN_FORMATS, load_formats
@@ -231,12 +230,13 @@ def _format_advice(report: ProbeReport) -> list[str]:
     unfit = [p.text for p in report.plates if p.text in texts and p.format is None]
     if unfit:
         configured = ", ".join(report.formats_configured)
-        return [f"plates read here ({', '.join(dict.fromkeys(unfit[:3]))}) fit none of formats.regions "
+        return [f"plates read here ({', '.join(list(dict.fromkeys(unfit))[:3])}) fit none of formats.regions "
                 f"[{configured}]: if they are read right, add their format (`anpr-edge formats TEXT` lists "
                 "those each fits) or a custom one"]
     return []
 
 
+# --------------------------------------------------------------------------------------------- codec
 def fourcc_text(value: float) -> str | None:
     """OpenCV's CAP_PROP_FOURCC (a float holding 4 little-endian bytes) as text; None when unknown."""
     if not value or not math.isfinite(value):
