@@ -222,7 +222,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_formats(args: argparse.Namespace) -> int:
-    from anpr_edge.plate_formats import BUILTIN_FORMATS, load_formats, text_format
+    from anpr_edge.plate_formats import BUILTIN_FORMATS, load_formats, normalize_plate, text_format
 
     config = load_config(args.config) if args.config else None
     custom = dict(config.formats.custom) if config else {}
@@ -246,7 +246,7 @@ def cmd_formats(args: argparse.Namespace) -> int:
                 sys.stdout.write(f"{plate_format.name}{mark}: {', '.join(plate_format.patterns)}\n")
         return 0
     for raw in args.texts:
-        text = "".join(raw.split()).replace("-", "").upper()
+        text = normalize_plate(raw)  # as the OCR reports plates: letters and digits only
         fits = [f.name for f in formats if f.matches(text)]
         first = text_format(text, formats)
         if args.json:
@@ -882,11 +882,11 @@ def build_parser() -> argparse.ArgumentParser:
         "formats",
         help="list the plate formats, or say which of them plate texts fit",
         description="Without TEXT: every known plate format (built in, and a config's custom ones) with its "
-        "patterns; with --config, its formats.regions in their order. With TEXTs (spaces and dashes ignored): "
+        "patterns; with --config, its formats.regions in their order. With TEXTs (only letters and digits count): "
         "the formats each fits as it is, the first of them being the one events report "
         "(plate_format). A way to choose formats.regions for a site, or to test a custom pattern.",
     )
-    formats.add_argument("texts", nargs="*", metavar="TEXT", help="plate texts, e.g. AB-123-CD")
+    formats.add_argument("texts", nargs="*", metavar="TEXT", help="plate texts, e.g. AB-123-CD (only letters and digits count)")
     formats.add_argument("--config", metavar="FILE", help="YAML config: its formats.regions and custom formats")
     formats.add_argument("--json", action="store_true", help="one JSON object per format or text")
     formats.set_defaults(handler=cmd_formats)

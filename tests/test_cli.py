@@ -95,7 +95,7 @@ def test_formats_lists_and_matches(tmp_path: Path) -> None:
     fits = json_lines(cli("formats", "--json", "ab-123-cd", "A 123 BC 77", "!!").stdout)
     assert fits[0]["text"] == "AB123CD" and fits[0]["format"] == "EU" and "FR" in fits[0]["fits"]
     assert fits[1]["format"] == "RU"
-    assert fits[2] == {"text": "!!", "format": None, "fits": []}
+    assert fits[2] == {"text": "", "format": None, "fits": []}
     # With a config: its regions in its order, custom formats included.
     site = tmp_path / "site.yaml"
     site.write_text("cameras: [{id: a, source: demo}]\nformats: {regions: [XX, FR], custom: {XX: ['LL-DDD-LL']}}\n")
