@@ -1,4 +1,5 @@
-"""A real Mosquitto broker for tests, on a free 127.0.0.1 port, with a generated config.
+"""A real Mosquitto broker for tests: the benchmarks' ``anpr_edge.bench.broker.Broker`` (a free 127.0.0.1
+port, a generated config) with users, TLS and a test subscriber added.
 
     with Mosquitto(tmp_path) as broker:          # anonymous, persistence off
         broker.url                               # mqtt://127.0.0.1:PORT
@@ -15,26 +16,18 @@ reconnect, never for the edge, which relies on its own outbox).
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from servers import free_port, stop_process_group
+from anpr_edge.bench.broker import Broker, free_port, mosquitto_available
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+__all__ = ["Collector", "Mosquitto", "TestPki", "make_test_pki", "mosquitto_available"]
+
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-INSTALL_HINT = "apt-get install mosquitto"
-
-
-def mosquitto_available() -> tuple[bool, str]:
-    if not Path(MOSQUITTO).is_file():
-        return False, f"mosquitto not installed: {INSTALL_HINT}"
-    return True, ""
 
 
 @dataclass(frozen=True)
@@ -77,7 +70,11 @@ def make_test_pki(folder: Path) -> TestPki:
                    folder / "client.key", folder / "other-ca.pem")
 
 
-class Mosquitto:
+class Mosquitto(Broker):
+    """The benchmark's broker plus what the tests need: users, a TLS listener, a test-friendly save rate."""
+
+    autosave_interval = 1  # persistence tests stop the broker at any moment
+
     def __init__(
         self,
         folder: Path,
@@ -87,48 +84,22 @@ class Mosquitto:
         require_client_cert: bool = False,
         persistent: bool = False,
     ) -> None:
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        super().__init__(folder, persistent=persistent)
         self.tls = tls
         self.tls_port = free_port() if tls else None
         self.users = dict(users or {})
         self.require_client_cert = require_client_cert
-        self.persistent = persistent
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = self.folder / "mosquitto.log"
-        self.conf_path = self.folder / "mosquitto.conf"
         self.passwd_path = self.folder / "passwd"
-        self._write_config()
+        for user, password in self.users.items():
+            _passwd(self.passwd_path, user, password)
 
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def _write_config(self) -> None:
-        lines = [
-            # Started as root, mosquitto would switch to the 'mosquitto' user, which cannot read the
-            # password file, certificates or persistence folder in the test's private tmp dir.
-            f"user {pwd.getpwuid(os.getuid()).pw_name}",
-            f"listener {self.port} 127.0.0.1",
-            f"persistence {'true' if self.persistent else 'false'}",
-            f"persistence_location {self.folder}/",
-            "autosave_interval 1",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
-            "connection_messages true",
-        ]
+    def auth_lines(self) -> list[str]:
         if self.users:
-            if not self.passwd_path.exists():
-                self.passwd_path.write_text("")
-            for user, password in self.users.items():
-                _passwd(self.passwd_path, user, password)
-            lines += ["allow_anonymous false", f"password_file {self.passwd_path}"]
-        else:
-            lines.append("allow_anonymous true")
+            return ["allow_anonymous false", f"password_file {self.passwd_path}"]
+        return super().auth_lines()
+
+    def config_lines(self) -> list[str]:
+        lines = super().config_lines()
         if self.tls is not None:
             lines += [
                 f"listener {self.tls_port} 127.0.0.1",
@@ -137,46 +108,10 @@ class Mosquitto:
                 f"keyfile {self.tls.server_key}",
                 f"require_certificate {'true' if self.require_client_cert else 'false'}",
             ]
-        self.conf_path.write_text("\n".join(lines) + "\n")
+        return lines
 
-    def start(self, timeout: float = 10.0) -> Mosquitto:
-        if self.running:
-            raise RuntimeError("Mosquitto already running")
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self.proc = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.conf_path)],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + timeout
-        ports = [p for p in (self.port, self.tls_port) if p]
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}:\n{self.log_text()}")
-            if all(_accepts(port) for port in ports):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"mosquitto not listening on {ports} after {timeout} s:\n{self.log_text()}")
-
-    def stop(self) -> None:
-        """SIGTERM (mosquitto saves its persistence file, if any), then SIGKILL after 5 s. Idempotent."""
-        if self.proc is not None:
-            stop_process_group(self.proc, timeout=5)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def freeze(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGCONT)
+    def ports(self) -> list[int]:
+        return [self.port] + ([self.tls_port] if self.tls_port else [])
 
     def set_password(self, user: str, password: str) -> None:
         """Change (or add) a user's password and make the running broker reload the password file."""
@@ -186,30 +121,16 @@ class Mosquitto:
             assert self.proc is not None
             os.kill(self.proc.pid, signal.SIGHUP)
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
     def __enter__(self) -> Mosquitto:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.start()
+        return self
 
 
 def _passwd(path: Path, user: str, password: str) -> None:
+    # -c would create it; -b alone needs it to exist.
+    if not path.exists():
+        path.write_text("")
     subprocess.run([MOSQUITTO_PASSWD, "-b", str(path), user, password], check=True, capture_output=True, timeout=30)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import selectors
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from anpr_edge.bench.broker import free_port
+
+__all__ = ["RtspServer", "free_port", "rtsp_available", "stop_process_group"]
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_SCRIPT = Path(__file__).with_name("rtsp_server.py")
@@ -39,13 +42,6 @@ def stop_process_group(proc: subprocess.Popen, timeout: float) -> None:
         proc.wait()
     except ProcessLookupError:
         pass
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (racy, but fine for tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rtsp_available() -> tuple[bool, str]:

@@ -74,6 +74,12 @@ def _accepts(port: int) -> bool:
 
 
 class Broker:
+    """One ``mosquitto`` process on a free 127.0.0.1 port; subclasses add listeners and options by
+    extending ``config_lines`` and ``ports`` (the test suite's broker adds users and TLS)."""
+
+    # Seconds between persistence saves: a crash loses at most this much (SIGTERM always saves).
+    autosave_interval = 60
+
     def __init__(self, folder: str | os.PathLike[str], *, persistent: bool = False) -> None:
         binary = mosquitto_path()
         if binary is None:
@@ -86,20 +92,34 @@ class Broker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.folder / "mosquitto.log"
         self.conf_path = self.folder / "mosquitto.conf"
-        lines = [
-            # Started as root, mosquitto would switch to the 'mosquitto' user, who cannot write here.
+
+    def config_lines(self) -> list[str]:
+        """The broker's configuration, one directive a line."""
+        return [
+            # Started as root, mosquitto would switch to the 'mosquitto' user, who cannot read or
+            # write the (private, temporary) folder holding its config, passwords and persistence.
             f"user {pwd.getpwuid(os.getuid()).pw_name}",
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            f"persistence {'true' if persistent else 'false'}",
+            *self.auth_lines(),
+            f"persistence {'true' if self.persistent else 'false'}",
             f"persistence_location {self.folder}/",
-            "autosave_interval 60",
+            f"autosave_interval {self.autosave_interval}",
             "max_queued_messages 0",  # queue everything for a disconnected persistent subscriber
             "log_dest stderr",
             "log_type error",
             "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
         ]
-        self.conf_path.write_text("\n".join(lines) + "\n")
+
+    def auth_lines(self) -> list[str]:
+        """Who may connect: anyone (mosquitto 2 refuses anonymous clients unless told)."""
+        return ["allow_anonymous true"]
+
+    def ports(self) -> list[int]:
+        """The ports the broker listens on: it is ready when all of them accept."""
+        return [self.port]
 
     @property
     def url(self) -> str:
@@ -112,34 +132,54 @@ class Broker:
     def start(self, timeout: float = 10.0) -> Broker:
         if self.running:
             raise BrokerError("mosquitto is already running")
+        self.conf_path.write_text("\n".join(self.config_lines()) + "\n")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [self.binary, "-c", str(self.conf_path)],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         deadline = time.monotonic() + timeout
+        ports = self.ports()
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BrokerError(f"mosquitto exited with {self.proc.returncode}: {self.log_text()[-2000:]}")
-            if _accepts(self.port):
+            if all(_accepts(port) for port in ports):
                 return self
             time.sleep(0.02)
         self.stop()
-        raise BrokerError(f"mosquitto not listening on 127.0.0.1:{self.port} after {timeout:.0f} s")
+        raise BrokerError(f"mosquitto not listening on 127.0.0.1 port(s) {ports} after {timeout:.0f} s: "
+                          f"{self.log_text()[-2000:]}")
 
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM (a persistent broker saves its sessions), SIGKILL after ``timeout`` s. Idempotent."""
+        """SIGTERM (a persistent broker saves its sessions), SIGKILL after ``timeout`` s. Idempotent;
+        a frozen broker is continued first, since a stopped process cannot act on SIGTERM."""
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
         try:
-            os.killpg(proc.pid, signal.SIGTERM)  # its own session: the group is this one process
+            os.killpg(proc.pid, signal.SIGCONT)  # its own session: the group is this one process
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         except ProcessLookupError:
             pass
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def freeze(self) -> None:
+        """SIGSTOP: a hung broker, whose sockets stay open while nothing answers."""
+        if self.proc is None:
+            raise BrokerError("mosquitto is not running")
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is None:
+            raise BrokerError("mosquitto is not running")
+        os.killpg(self.proc.pid, signal.SIGCONT)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
