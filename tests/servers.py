@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from anpr_edge.bench.broker import free_port
+from anpr_edge.bench.broker import free_port, stop_process_group
 
 __all__ = ["RtspServer", "free_port", "rtsp_available", "stop_process_group"]
 
@@ -26,22 +26,6 @@ RTSP_INSTALL_HINT = (
 )
 
 _rtsp_available: tuple[bool, str] | None = None
-
-
-def stop_process_group(proc: subprocess.Popen, timeout: float) -> None:
-    """SIGTERM the process group (after SIGCONT: a frozen process can't act on SIGTERM), then SIGKILL
-    after ``timeout`` s. Safe on a process that already ended."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGCONT)
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
 
 
 def rtsp_available() -> tuple[bool, str]:

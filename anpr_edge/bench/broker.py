@@ -65,6 +65,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_process_group(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM the process group of a child started with ``start_new_session`` (after SIGCONT: a frozen
+    process cannot act on SIGTERM), then SIGKILL after ``timeout`` s. Safe on a process that already ended."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGCONT)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -151,20 +167,10 @@ class Broker:
                           f"{self.log_text()[-2000:]}")
 
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM (a persistent broker saves its sessions), SIGKILL after ``timeout`` s. Idempotent;
-        a frozen broker is continued first, since a stopped process cannot act on SIGTERM."""
+        """SIGTERM (a persistent broker saves its sessions), SIGKILL after ``timeout`` s. Idempotent."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGCONT)  # its own session: the group is this one process
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
+        if proc is not None:
+            stop_process_group(proc, timeout)
 
     def restart(self) -> None:
         self.stop()
