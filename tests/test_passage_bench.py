@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from tiny_models import brightness_ocr, constant_detector
+from tiny_models import brightness_ocr, constant_plate_config
 
 from anpr_edge.bench import passage_clips as pc
 from anpr_edge.bench.cli import register
@@ -317,14 +317,7 @@ def test_latency_and_stopped_cars() -> None:
 # -------------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("models")
-    rows = np.array([[32, 32, 20, 10, 0.9]], np.float32)  # one plate in every frame, always the same box
-    return parse_config({
-        "models": {"detector": {"path": str(constant_detector(folder / "det.onnx", rows))},
-                   "ocr": {"path": str(brightness_ocr(folder / "ocr.onnx"))}},
-        "inference": {"threads": 1},
-        "cameras": [{"id": "demo", "source": "demo"}],
-    })
+    return constant_plate_config(tmp_path_factory.mktemp("models"))
 
 
 def test_bench_runs_the_pipeline_on_the_clips(tiny_config, clip_set: list[pc.ClipTruth]) -> None:

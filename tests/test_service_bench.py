@@ -15,12 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from tiny_models import brightness_ocr, constant_detector
+from tiny_models import constant_plate_config
 
 from anpr_edge.bench import service_bench as sb
 from anpr_edge.bench.passage_clips import ClipOptions, ClipTruth
 from anpr_edge.bench.passage_score import ClipScore, ObservedEvent, PassageOutcome
-from anpr_edge.config import parse_config
 from anpr_edge.pipeline import PlateReader
 from anpr_edge.train.datasets import split_of
 
@@ -61,14 +60,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[ClipTruth]:
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("models")
-    rows = np.array([[32, 32, 20, 10, 0.9]], np.float32)  # one plate in every frame, always the same box
-    return parse_config({
-        "models": {"detector": {"path": str(constant_detector(folder / "det.onnx", rows))},
-                   "ocr": {"path": str(brightness_ocr(folder / "ocr.onnx"))}},
-        "inference": {"threads": 1},
-        "cameras": [{"id": "demo", "source": "demo"}],
-    })
+    return constant_plate_config(tmp_path_factory.mktemp("models"))
 
 
 def test_live_and_every_frame_runs_are_measured_and_scored(tiny_config, clips: list[ClipTruth]) -> None:

@@ -105,3 +105,17 @@ def brightness_ocr(path: Path, *, height: int = 32, width: int = 128, charset: s
     ]
     graph = helper.make_graph(nodes, "brightness_ocr", [crops], [probs], inits)
     return _save(graph, path, {"charset": charset})
+
+
+def constant_plate_config(folder: Path):
+    """A one-camera demo config whose detector finds the same box in every frame and whose OCR reads crop
+    brightness: the whole ``run`` pipeline in milliseconds a frame, for benchmark harness tests."""
+    from anpr_edge.config import parse_config
+
+    rows = np.array([[32, 32, 20, 10, 0.9]], np.float32)
+    return parse_config({
+        "models": {"detector": {"path": str(constant_detector(folder / "det.onnx", rows))},
+                   "ocr": {"path": str(brightness_ocr(folder / "ocr.onnx"))}},
+        "inference": {"threads": 1},
+        "cameras": [{"id": "demo", "source": "demo"}],
+    })
