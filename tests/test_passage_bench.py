@@ -21,6 +21,8 @@ from anpr_edge.bench.passage_score import (
     ObservedEvent,
     ObservedTrack,
     TrackRead,
+    confidence_summary,
+    format_confidence,
     format_rows,
     latency_summary,
     match_events,
@@ -255,6 +257,30 @@ def test_duplicates_misses_wrong_texts_and_false_events_are_counted() -> None:
     assert by_name["kind: return"].correct == 1 and by_name["kind: idle"].detected == 0
 
 
+def test_event_confidence_is_judged_against_the_events_texts() -> None:
+    events = [
+        event("AB123", range(0, 10), 10, confidence=0.95),  # right
+        event("AB123", range(15, 30), 10, confidence=0.85),  # a duplicate, judged on its own text: right
+        event("CD465", range(10, 40), 200, confidence=0.65),  # wrong text
+        event(None, range(50, 80), 10, confidence=0.0),  # unread: claims nothing, left out
+        event("AB123", range(120, 150), 200, confidence=1.0),  # right; 1.0 falls in the last bin
+        event("ZZ999", range(90, 100), 500, confidence=0.25),  # false event: wrong
+    ]
+    summary = confidence_summary([score_clip("clip", TRUTH, events)], bins=5, thresholds=(0.5, 0.9))
+    assert (summary.events, summary.correct) == (5, 3)
+    assert [(b.events, b.correct) for b in summary.bins] == [(0, 0), (1, 0), (0, 0), (1, 0), (3, 3)]
+    assert summary.mean_confidence == pytest.approx((0.95 + 0.85 + 0.65 + 1.0 + 0.25) / 5)
+    # |0 - 0.25| + |0 - 0.65| + |3 - 2.8| over 5 events
+    assert summary.calibration_error == pytest.approx((0.25 + 0.65 + 0.2) / 5)
+    assert [(t.threshold, t.kept, t.kept_correct) for t in summary.thresholds] == [(0.5, 4, 3), (0.9, 2, 2)]
+    table = format_confidence(summary)
+    assert "| 0.8-1.0 | 3 | 100.0% (3/3) | 0.933 |" in table
+    assert "| 0.9 | 40.0% (2/5) | 100.0% (2/2) | 100.0% (2/2) |" in table  # both wrong events dropped
+    assert confidence_summary([]).events == 0 and "no event" in format_confidence(confidence_summary([]))
+    # The JSON keeps each event's confidence (runs over several seeds can be pooled).
+    assert score_clip("clip", TRUTH, events).outcomes[0].as_dict()["events"][0]["confidence"] == 0.95
+
+
 def test_a_plate_boxed_inside_its_crop_margin_matches() -> None:
     crop = passage("a", "AB123", range(0, 10), 10)  # box (10, 100, 90, 120): a crop with a margin
     plate = ObservedEvent(text="AB123", start_frame=0, end_frame=9, box=(35.0, 105.0, 65.0, 115.0), emitted_frame=9)
@@ -331,7 +357,8 @@ def test_bench_runs_the_pipeline_on_the_clips(tiny_config, clip_set: list[pc.Cli
     assert report.rows[0].passages == len(clips[0].passages)
     assert report.latency is not None and report.latency.early_events >= 1  # the constant track settles early
     text = format_report(report)
-    assert "| all |" in text and "early-event latency" in text
+    assert "| all |" in text and "early-event latency" in text and "Event confidence" in text
+    assert report.confidence is not None and report.confidence.events == report.rows[0].events
     json.dumps(report.as_dict())
 
 

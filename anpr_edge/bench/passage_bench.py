@@ -37,12 +37,15 @@ from anpr_edge.bench.passage_clips import Box, ClipTruth
 from anpr_edge.bench.passage_score import (
     LATENCY_TARGET_MS,
     ClipScore,
+    ConfidenceSummary,
     LatencySummary,
     ObservedEvent,
     ObservedTrack,
     ScoreRow,
     TrackRead,
+    confidence_summary,
     event_dict,
+    format_confidence,
     format_rows,
     latency_summary,
     score_clip,
@@ -243,6 +246,7 @@ class PassageBenchReport:
     rows: tuple[ScoreRow, ...] = ()
     speed: SpeedSummary | None = None
     latency: LatencySummary | None = None
+    confidence: ConfidenceSummary | None = None
     scores: tuple[ClipScore, ...] = ()
     traffic: tuple[TrafficResult, ...] = ()
     notes: tuple[str, ...] = field(default=())
@@ -254,6 +258,7 @@ class PassageBenchReport:
             "rows": [r.as_dict() for r in self.rows],
             "speed": self.speed.as_dict() if self.speed else None,
             "latency": self.latency.as_dict() if self.latency else None,
+            "confidence": self.confidence.as_dict() if self.confidence else None,
             "passages": [o.as_dict() for s in self.scores for o in s.outcomes],
             "false_events": [{"clip": s.clip, **event_dict(e)} for s in self.scores for e in s.false_events],
             "traffic": [t.as_dict() for t in self.traffic],
@@ -277,6 +282,7 @@ def bench_passages(config: AppConfig, reader: PlateReader, clips: Sequence[ClipT
         rows=tuple(summarize(scores)),
         speed=speed_summary(runs),
         latency=latency_summary(scores, [e for r in runs for e in r.events]),
+        confidence=confidence_summary(scores),
         scores=tuple(scores),
         notes=(describe_clips(clips),) if clips else (),
     )
@@ -346,6 +352,8 @@ def format_report(report: PassageBenchReport) -> str:
             f"| cars that stop: event out while stopped | {lat.answered_while_stopped}/{lat.stopped} |",
         ]
         parts.append("\n".join(lines))
+    if report.confidence is not None:
+        parts.append(format_confidence(report.confidence))
     if report.traffic:
         lines = ["Real traffic clips (no ground truth):\n", "| clip | frames | frames/s | events | texts |",
                  "|---|---:|---:|---:|---|"]

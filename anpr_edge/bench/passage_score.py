@@ -19,6 +19,12 @@ Pure functions over what a run observed (``ObservedEvent``, ``ObservedTrack``) a
   the passage's track(s), from the same reads the vote had. A track belongs to the passage its detections
   overlap (``MATCH_IOU``) in the most frames.
 
+- **Event confidence** (``confidence_summary``): is an event's ``confidence`` the chance that its text is
+  right, as the config documents? Every event with a text counts (a duplicate on its own text, a false
+  event as wrong; an unread passage's null-text event claims nothing and is left out): the expected
+  calibration error over equal-width bins, and per threshold how many events a subscriber that drops those
+  below it would keep and how many of the kept are right.
+
 Passages whose plate is never fully visible for ``MIN_VISIBLE_FRAMES`` frames are not scored (no event is
 expected, and one that matches them is neither credited nor false).
 """
@@ -198,7 +204,8 @@ class PassageOutcome:
 
 
 def event_dict(event: ObservedEvent) -> dict[str, object]:
-    return {"text": event.text, "start_frame": event.start_frame, "end_frame": event.end_frame,
+    return {"text": event.text, "confidence": round(event.confidence, 4), "reads": event.reads,
+            "start_frame": event.start_frame, "end_frame": event.end_frame,
             "emitted_frame": event.emitted_frame, "early": event.early,
             "box": None if event.box is None else [round(v, 1) for v in event.box]}
 
@@ -339,6 +346,109 @@ def latency_summary(scores: Sequence[ClipScore], events: Iterable[ObservedEvent]
         stopped=len(stopped),
         answered_while_stopped=sum(bool(o.answered_while_stopped) for o in stopped),
     )
+
+
+CONFIDENCE_BINS = 5
+CONFIDENCE_THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
+
+
+@dataclass(frozen=True)
+class ConfidenceBin:
+    """Events whose confidence is in [low, high) (the last bin includes 1)."""
+
+    low: float
+    high: float
+    events: int
+    correct: int
+    confidence_sum: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {"low": self.low, "high": self.high, "events": self.events, "correct": self.correct,
+                "confidence_sum": round(self.confidence_sum, 4)}
+
+
+@dataclass(frozen=True)
+class ConfidenceThreshold:
+    """What a subscriber keeps when it drops events below ``threshold``."""
+
+    threshold: float
+    kept: int
+    kept_correct: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {"threshold": self.threshold, "kept": self.kept, "kept_correct": self.kept_correct}
+
+
+@dataclass(frozen=True)
+class ConfidenceSummary:
+    """How well events' confidence predicts a right text (sums: several runs' summaries add up by bin)."""
+
+    events: int
+    correct: int
+    bins: tuple[ConfidenceBin, ...]
+    thresholds: tuple[ConfidenceThreshold, ...]
+
+    @property
+    def mean_confidence(self) -> float:
+        return sum(b.confidence_sum for b in self.bins) / self.events if self.events else float("nan")
+
+    @property
+    def calibration_error(self) -> float:
+        """Expected calibration error: the event-weighted mean |accuracy - mean confidence| over the bins."""
+        if not self.events:
+            return float("nan")
+        return sum(abs(b.correct - b.confidence_sum) for b in self.bins) / self.events
+
+    def as_dict(self) -> dict[str, object]:
+        def r(value: float) -> float | None:
+            return None if value != value else round(value, 4)
+
+        return {"events": self.events, "correct": self.correct, "mean_confidence": r(self.mean_confidence),
+                "calibration_error": r(self.calibration_error), "bins": [b.as_dict() for b in self.bins],
+                "thresholds": [t.as_dict() for t in self.thresholds]}
+
+
+def confidence_summary(scores: Sequence[ClipScore], *, bins: int = CONFIDENCE_BINS,
+                       thresholds: Sequence[float] = CONFIDENCE_THRESHOLDS) -> ConfidenceSummary:
+    """Each event with a text, right or wrong, against its confidence (see the module's docstring)."""
+    judged = [(e.confidence, e.text == o.text) for s in scores for o in s.outcomes for e in o.events if e.text]
+    judged += [(e.confidence, False) for s in scores for e in s.false_events if e.text]
+    confidence = np.clip(np.array([c for c, _ in judged], dtype=np.float64), 0.0, 1.0)
+    right = np.array([ok for _, ok in judged], dtype=bool)
+    index = np.minimum((confidence * bins).astype(int), bins - 1)
+    return ConfidenceSummary(
+        events=len(judged),
+        correct=int(right.sum()),
+        bins=tuple(
+            ConfidenceBin(k / bins, (k + 1) / bins, int((index == k).sum()), int(right[index == k].sum()),
+                          float(confidence[index == k].sum()))
+            for k in range(bins)
+        ),
+        thresholds=tuple(
+            ConfidenceThreshold(t, int((confidence >= t).sum()), int(right[confidence >= t].sum())) for t in thresholds
+        ),
+    )
+
+
+def format_confidence(summary: ConfidenceSummary) -> str:
+    """Markdown: the reliability bins and the thresholds a subscriber might filter on."""
+    if not summary.events:
+        return "Event confidence: no event with a text."
+    lines = [f"Event confidence ({summary.events} events with a text, {summary.correct} right): mean confidence "
+             f"{summary.mean_confidence:.3f} against {summary.correct / summary.events:.3f} right; expected "
+             f"calibration error {summary.calibration_error:.3f} ({len(summary.bins)} bins).\n",
+             "| confidence | events | right | mean confidence |", "|---|---:|---:|---:|"]
+    for b in summary.bins:
+        mean = f"{b.confidence_sum / b.events:.3f}" if b.events else "-"
+        lines.append(f"| {b.low:.1f}-{b.high:.1f} | {b.events} | {_pct(b.correct, b.events)} | {mean} |")
+    lines += ["", "| keep events with confidence >= | events kept | right among the kept | wrong events dropped |",
+              "|---|---:|---:|---:|"]
+    wrong = summary.events - summary.correct
+    for t in summary.thresholds:
+        dropped_wrong = wrong - (t.kept - t.kept_correct)
+        lines.append(f"| {t.threshold:g} | {_pct(t.kept, summary.events)} | {_pct(t.kept_correct, t.kept)} | "
+                     f"{_pct(dropped_wrong, wrong)} |")
+    return "\n".join(lines)
 
 
 def _pct(count: int, total: int) -> str:
