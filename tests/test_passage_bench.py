@@ -362,6 +362,17 @@ def test_bench_runs_the_pipeline_on_the_clips(tiny_config, clip_set: list[pc.Cli
     json.dumps(report.as_dict())
 
 
+def test_clip_sets_of_several_seeds_pool_into_one_report(tiny_config, clip_set: list[pc.ClipTruth]) -> None:
+    reader = PlateReader.from_config(tiny_config)
+    clip = clip_set[1]
+    again = replace(clip, seed=clip.seed + 1)  # stands in for the same-named clip of another seed
+    report = bench_passages(tiny_config, reader, [clip, again], seed=(clip.seed, again.seed), progress=False)
+    assert [s.clip for s in report.scores] == [f"s{clip.seed}-{clip.name}", f"s{again.seed}-{clip.name}"]
+    assert report.rows[0].passages == 2 * len(clip.passages)
+    assert report.as_dict()["seed"] == [clip.seed, clip.seed + 1]
+    assert f"(seed {clip.seed}, {clip.seed + 1})" in format_report(report)
+
+
 def test_command_smoke_mode_on_traffic_clips(tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "datasets"

@@ -47,10 +47,12 @@ def cmd_bench_passages(args: argparse.Namespace) -> int:
         raise ConfigError("bench-passages: nothing to do (--clips 0 and no --traffic)")
     config = bench_config(args.config, args.threads)
     reader = PlateReader.from_config(config, fallback=False)  # a missing model is a clear error before any clip is made
-    report = PassageBenchReport(clips=0, seed=args.seed)
+    seeds = tuple(dict.fromkeys(args.seed))
+    seed = seeds[0] if len(seeds) == 1 else seeds
+    report = PassageBenchReport(clips=0, seed=seed)
     if args.clips:
-        clips = passage_clip_set(args.clips, seed=args.seed)
-        report = bench_passages(config, reader, clips, seed=args.seed)
+        clips = [clip for s in seeds for clip in passage_clip_set(args.clips, seed=s)]
+        report = bench_passages(config, reader, clips, seed=seed)
     if args.traffic:
         paths = traffic_clips(datasets_root())
         if not paths:
@@ -75,7 +77,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "--traffic adds the real traffic clips as a smoke test (events and their texts, no ground truth).",
     )
     bench.add_argument("--clips", type=non_negative_int, default=6, metavar="N", help="labelled clips (default 6; 0: none)")
-    bench.add_argument("--seed", type=int, default=1, metavar="S", help="clip set seed (default 1)")
+    bench.add_argument("--seed", type=int, nargs="+", default=[1], metavar="S",
+                       help="clip set seed (default 1); several pool their clip sets into one report")
     bench.add_argument("--traffic", action="store_true", help="also run the real clips in traffic-videos")
     bench.add_argument("--config", metavar="FILE", help="YAML config (models, tracking, voting, events, formats)")
     bench.add_argument("--threads", type=positive_int, default=1, metavar="N", help="inference threads per model (default 1)")

@@ -242,7 +242,7 @@ class TrafficResult:
 @dataclass(frozen=True)
 class PassageBenchReport:
     clips: int
-    seed: int | None
+    seed: int | tuple[int, ...] | None  # the clip set seed; several when their clips are pooled
     rows: tuple[ScoreRow, ...] = ()
     speed: SpeedSummary | None = None
     latency: LatencySummary | None = None
@@ -254,7 +254,7 @@ class PassageBenchReport:
     def as_dict(self) -> dict[str, object]:
         return {
             "clips": self.clips,
-            "seed": self.seed,
+            "seed": list(self.seed) if isinstance(self.seed, tuple) else self.seed,
             "rows": [r.as_dict() for r in self.rows],
             "speed": self.speed.as_dict() if self.speed else None,
             "latency": self.latency.as_dict() if self.latency else None,
@@ -266,16 +266,19 @@ class PassageBenchReport:
         }
 
 
-def bench_passages(config: AppConfig, reader: PlateReader, clips: Sequence[ClipTruth], *, seed: int | None = None,
-                   progress: bool = True) -> PassageBenchReport:
-    """Run every clip through the pipeline and score it."""
+def bench_passages(config: AppConfig, reader: PlateReader, clips: Sequence[ClipTruth], *,
+                   seed: int | tuple[int, ...] | None = None, progress: bool = True) -> PassageBenchReport:
+    """Run every clip through the pipeline and score it. Clips of several seeds are pooled into one report,
+    each named ``s<seed>-<clip>`` (passage ids repeat across seeds; the clip name tells them apart)."""
     versions = model_versions(reader)
+    pooled = len({clip.seed for clip in clips}) > 1
     runs, scores = [], []
     for clip in clips:
-        run = run_clip(config, reader, clip.path, camera_id=clip.name, versions=versions, total=clip.frames,
+        name = f"s{clip.seed}-{clip.name}" if pooled else clip.name
+        run = run_clip(config, reader, clip.path, camera_id=name, versions=versions, total=clip.frames,
                        progress=progress)
         runs.append(run)
-        scores.append(score_clip(clip.name, clip.passages, run.events, run.tracks, fps=clip.fps))
+        scores.append(score_clip(name, clip.passages, run.events, run.tracks, fps=clip.fps))
     return PassageBenchReport(
         clips=len(clips),
         seed=seed,
@@ -329,7 +332,8 @@ def format_report(report: PassageBenchReport) -> str:
     """Markdown: the passage table, speed and latency, and the traffic smoke clips."""
     parts = []
     if report.rows:
-        parts.append(f"Passage benchmark: {report.clips} clips (seed {report.seed}). Targets: exactly one event "
+        seeds = ", ".join(map(str, report.seed)) if isinstance(report.seed, tuple) else report.seed
+        parts.append(f"Passage benchmark: {report.clips} clips (seed {seeds}). Targets: exactly one event "
                      f">= 98%, correct text >= 95%, no duplicates, voting above single best frame, early events "
                      f"within {LATENCY_TARGET_MS:.0f} ms.\n")
         parts.append(format_rows(report.rows))
