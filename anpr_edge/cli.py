@@ -835,6 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from anpr_edge.bench.accuracy import register as register_eval
     from anpr_edge.bench.angles import register as register_bench_angles
+    from anpr_edge.bench.calibration_fit import register as register_fit_calibration
     from anpr_edge.bench.clip_reads import register as register_bench_clip_reads
     from anpr_edge.bench.cli import register as register_bench_passages
     from anpr_edge.bench.mqtt_bench import register as register_bench_mqtt
@@ -865,6 +866,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_bench_roi(commands)  # bench-roi
     register_tensorrt(commands)  # build-engines, calibrate
     register_bench_passages(commands)
+    register_fit_calibration(commands)  # fit-calibration
     register_bench_mqtt(commands)
 
     check = commands.add_parser(

@@ -378,8 +378,8 @@ class VotingConfig(Section):
     ] = Field(
         None,
         description="Map from the vote's score to the reported confidence, as [score, confidence] points "
-        "(linear in between). Default: the score as it is, which is calibrated for the bundled OCR "
-        "(figures in anpr_edge/voting.py); refit for another model with voting.fit_calibration.",
+        "(linear in between). Default: the map stored in the OCR model (measured for it with `anpr-edge "
+        "fit-calibration` on labelled passages; the bundled model has one), else the score as it is.",
     )
 
 

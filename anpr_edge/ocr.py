@@ -5,7 +5,10 @@ Model contract (what the training code exports and this module reads):
   ``H`` and ``W`` are fixed and give the crop size;
 - output: ``(batch, max_len, 1 + len(charset))`` per-position probabilities (softmax inside the graph),
   symbol 0 is the end-of-text token and symbol ``i > 0`` is ``charset[i - 1]``;
-- metadata ``charset``: the characters in symbol order.
+- metadata ``charset``: the characters in symbol order;
+- optional metadata ``vote_calibration``: JSON ``[[score, confidence], ...]``, the map from a track vote's
+  score to the published event confidence measured for this model (``anpr-edge fit-calibration --write``);
+  it travels with the model because every model is calibrated differently.
 
 Decoding is greedy: the most probable symbol at each position until the first end token. A read's
 confidence is the probability of that whole sequence under the model (the product of the chosen
@@ -14,6 +17,7 @@ symbols' probabilities, end token included), so a missing or extra character low
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,9 +27,11 @@ from anpr_edge.crop import fit_crop
 from anpr_edge.detector import to_tensor
 from anpr_edge.errors import BackendError
 from anpr_edge.values import PlateCrop, PlateRead
+from anpr_edge.voting import Calibration
 
 DEFAULT_CHARSET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 END = 0
+VOTE_CALIBRATION_KEY = "vote_calibration"
 
 
 def normalize_text(text: str, charset: str = DEFAULT_CHARSET) -> str:
@@ -71,6 +77,17 @@ def most_confident(reads: Sequence[PlateRead], counts: Sequence[int]) -> list[Pl
     return [reads[i] for i in best_in_groups([read.confidence for read in reads], counts)]
 
 
+def vote_calibration(metadata: dict[str, str], name: str) -> Calibration | None:
+    """The model's own vote calibration (metadata ``vote_calibration``), or None when it has none."""
+    raw = metadata.get(VOTE_CALIBRATION_KEY)
+    if not raw:
+        return None
+    try:
+        return Calibration(tuple((float(x), float(y)) for x, y in json.loads(raw)))
+    except (ValueError, TypeError) as error:
+        raise BackendError(f"{name}: metadata {VOTE_CALIBRATION_KEY!r} is not a valid calibration ({error})") from None
+
+
 class PlateRecognizer:
     """Reads plate text from fixed-size crops."""
 
@@ -85,6 +102,7 @@ class PlateRecognizer:
         self.charset = charset
         _, _, height, width = inputs[0].shape
         self.crop_size: tuple[int, int] = (int(width), int(height))
+        self.vote_calibration = vote_calibration(backend.metadata, backend.path.name)
 
     def read_crops(self, crops: Sequence[PlateCrop]) -> list[PlateRead]:
         """One read per crop (crops made by ``crop_plate`` with ``self.crop_size``)."""

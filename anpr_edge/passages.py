@@ -196,6 +196,7 @@ class PassageBuilder:
         versions: Mapping[str, str] | None = None,
         crop_padding: float = 0.15,
         write_file: Callable[[Path, bytes], None] = write_file_atomic,
+        model_calibration: Calibration | None = None,
     ) -> None:
         self.camera_id = camera_id
         self.charset = charset
@@ -209,8 +210,10 @@ class PassageBuilder:
         self.write_file = write_file
         self.tracking = tracking or TrackingConfig()
         self.tracker = PlateTracker(self.tracking)
+        # The config's map wins; else the OCR model's own (measured for it); else the score as it is.
         self.calibration = (
-            Calibration(tuple(self.voting.calibration)) if self.voting.calibration else DEFAULT_CALIBRATION
+            Calibration(tuple(self.voting.calibration)) if self.voting.calibration
+            else model_calibration or DEFAULT_CALIBRATION
         )
         self._formats = load_formats(self.formats.regions, self.formats.custom)
         self._lists = PlateLists(tuple(self.formats.allow), tuple(self.formats.deny), self.formats.max_distance)
@@ -231,6 +234,7 @@ class PassageBuilder:
         charset: str = DEFAULT_CHARSET,
         versions: Mapping[str, str] | None = None,
         write_file: Callable[[Path, bytes], None] = write_file_atomic,
+        model_calibration: Calibration | None = None,
     ) -> PassageBuilder:
         camera = next((c for c in config.cameras if c.id == camera_id), None)
         if camera is None:
@@ -247,6 +251,7 @@ class PassageBuilder:
             versions=versions,
             crop_padding=config.crop.padding,
             write_file=write_file,
+            model_calibration=model_calibration,
         )
 
     # ------------------------------------------------------------------------------------------- queries
@@ -576,6 +581,7 @@ class PassageBuilder:
             end_time=track.last_seen,
             text=text,
             confidence=vote.confidence if vote is not None and reason is None else 0.0,
+            score=vote.score if vote is not None and reason is None else None,
             reason=reason,
             text_hash=hashed,
             char_confidences=vote.char_confidences if vote is not None and reason is None else (),

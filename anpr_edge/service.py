@@ -147,7 +147,7 @@ class Service:
         if self.reader is not None:
             self.builders[camera.id] = PassageBuilder.from_config(
                 self.config.for_camera(camera.id), camera.id, charset=self.reader.recognizer.charset,
-                versions=self.versions)
+                versions=self.versions, model_calibration=self.reader.recognizer.vote_calibration)
         worker.start()
 
     def stop_camera(self, camera_id: str, *, remove: bool = False) -> None:

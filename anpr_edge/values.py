@@ -163,6 +163,9 @@ class PlateEvent:
     end_time: float
     text: str | None  # None: the passage was seen but not read (see reason), or text_hash replaces it
     confidence: float
+    # The vote's score before the calibration map (confidence = map(score)). Not published: benchmarks
+    # read it to fit a model's map (anpr-edge fit-calibration).
+    score: float | None = None
     reason: str | None = None  # why text is None, e.g. "no legible read", "plate occluded"
     text_hash: str | None = None  # privacy mode: salted hash of the text, which is then not published
     char_confidences: tuple[float, ...] = ()

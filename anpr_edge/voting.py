@@ -158,9 +158,14 @@ class Calibration:
         return float(np.interp(score, xs, ys))
 
 
-def fit_calibration(scores: Sequence[float], correct: Sequence[bool], *, max_points: int = 12) -> Calibration:
+def fit_calibration(scores: Sequence[float], correct: Sequence[bool], *, max_points: int = 12,
+                    prior: float = 1.0) -> Calibration:
     """Isotonic regression (pool adjacent violators) of correctness on score, as at most ``max_points``
-    points: fit it on reads or votes whose true text is known, then ``confidence`` means P(text is right)."""
+    points: fit it on reads or votes whose true text is known, then ``confidence`` means P(text is right).
+
+    Each pooled block's rate is shrunk by ``prior`` pseudo-counts of a right and a wrong answer ((right +
+    prior) / (n + 2 prior)), so a block of 40 right votes maps to 0.98, not to a certainty no finite sample
+    shows, and a block of wrong ones above 0."""
     order = np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")
     x = np.asarray(scores, dtype=np.float64)[order]
     y = np.asarray(correct, dtype=np.float64)[order]
@@ -173,11 +178,11 @@ def fit_calibration(scores: Sequence[float], correct: Sequence[bool], *, max_poi
             last = blocks.pop()
             blocks[-1] = [blocks[-1][0] + last[0], blocks[-1][1] + last[1], blocks[-1][2] + last[2]]
     # The last merge above keeps blocks strictly increasing in value; thin them to max_points knots.
-    knots = [(b[2] / b[1], b[0] / b[1]) for b in blocks]
+    knots = [(b[2] / b[1], (b[0] + prior) / (b[1] + 2 * prior)) for b in blocks]
     if len(knots) > max_points:
         keep = np.unique(np.linspace(0, len(knots) - 1, max_points).round().astype(int))
         knots = [knots[i] for i in keep]
-    points = [(0.0, 0.0)] + [k for k in knots if 0.0 < k[0] < 1.0] + [(1.0, max(k[1] for k in knots))]
+    points = [(0.0, min(k[1] for k in knots))] + [k for k in knots if 0.0 < k[0] < 1.0] + [(1.0, max(k[1] for k in knots))]
     merged: list[tuple[float, float]] = []
     for px, py in points:
         if merged and px <= merged[-1][0]:

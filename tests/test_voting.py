@@ -172,6 +172,9 @@ def test_calibration_is_monotone_and_fitted_by_isotonic_regression() -> None:
     assert ys == sorted(ys) and len(fitted.points) <= 14
     for s in (0.3, 0.6, 0.9):
         assert fitted(s) == pytest.approx(s**2, abs=0.08)
+    # A small sample never maps to certainty either way: 40 right votes are 41/42, 10 wrong ones 1/12.
+    small = fit_calibration([0.1] * 10 + [0.9] * 40, [False] * 10 + [True] * 40)
+    assert small(0.95) == pytest.approx(41 / 42) and small(0.05) == pytest.approx(1 / 12)
 
 
 def test_vote_confidences_go_through_the_calibration() -> None:

@@ -126,7 +126,8 @@ def run_clip(
     config, camera = _camera_config(config, camera_id, path)
     source = open_source(camera)
     versions = versions if versions is not None else model_versions(reader)
-    builder = PassageBuilder.from_config(config, camera_id, charset=reader.recognizer.charset, versions=versions)
+    builder = PassageBuilder.from_config(config, camera_id, charset=reader.recognizer.charset, versions=versions,
+                                         model_calibration=reader.recognizer.vote_calibration)
     route = EventRouter(config.device_id, None, [lambda payload: json.dumps(payload)])
     stats = RunStats()
     recorder = _RecordingReader(reader)
@@ -174,7 +175,7 @@ def _observe(event: PlateEvent, frame_of: Mapping[float, int], emitted: int, ear
     return ObservedEvent(
         text=event.text, start_frame=frame_of.get(event.start_time, -1), end_frame=frame_of.get(event.end_time, -1),
         box=event.box, emitted_frame=emitted, early=early, latency_ms=latency_ms, confidence=event.confidence,
-        reads=event.reads,
+        score=event.score, reads=event.reads,
     )
 
 

@@ -65,6 +65,7 @@ class ObservedEvent:
     latency_ms: float | None = None
     confidence: float = 0.0
     reads: int = 0
+    score: float | None = None  # the vote's score before calibration (confidence = the map of it)
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,8 @@ class PassageOutcome:
 
 
 def event_dict(event: ObservedEvent) -> dict[str, object]:
-    return {"text": event.text, "confidence": round(event.confidence, 4), "reads": event.reads,
+    return {"text": event.text, "confidence": round(event.confidence, 4),
+            "score": None if event.score is None else round(event.score, 4), "reads": event.reads,
             "start_frame": event.start_frame, "end_frame": event.end_frame,
             "emitted_frame": event.emitted_frame, "early": event.early,
             "box": None if event.box is None else [round(v, 1) for v in event.box]}
@@ -408,26 +410,31 @@ class ConfidenceSummary:
                 "thresholds": [t.as_dict() for t in self.thresholds]}
 
 
+def summarize_confidence(confidence: Sequence[float] | np.ndarray, right: Sequence[bool] | np.ndarray, *,
+                         bins: int = CONFIDENCE_BINS,
+                         thresholds: Sequence[float] = CONFIDENCE_THRESHOLDS) -> ConfidenceSummary:
+    """Reliability of ``confidence`` as the chance of ``right``: equal-width bins and keep-above thresholds."""
+    conf = np.clip(np.asarray(confidence, dtype=np.float64).reshape(-1), 0.0, 1.0)
+    ok = np.asarray(right, dtype=bool).reshape(-1)
+    index = np.minimum((conf * bins).astype(int), bins - 1)
+    return ConfidenceSummary(
+        events=len(conf),
+        correct=int(ok.sum()),
+        bins=tuple(
+            ConfidenceBin(k / bins, (k + 1) / bins, int((index == k).sum()), int(ok[index == k].sum()),
+                          float(conf[index == k].sum()))
+            for k in range(bins)
+        ),
+        thresholds=tuple(ConfidenceThreshold(t, int((conf >= t).sum()), int(ok[conf >= t].sum())) for t in thresholds),
+    )
+
+
 def confidence_summary(scores: Sequence[ClipScore], *, bins: int = CONFIDENCE_BINS,
                        thresholds: Sequence[float] = CONFIDENCE_THRESHOLDS) -> ConfidenceSummary:
     """Each event with a text, right or wrong, against its confidence (see the module's docstring)."""
     judged = [(e.confidence, e.text == o.text) for s in scores for o in s.outcomes for e in o.events if e.text]
     judged += [(e.confidence, False) for s in scores for e in s.false_events if e.text]
-    confidence = np.clip(np.array([c for c, _ in judged], dtype=np.float64), 0.0, 1.0)
-    right = np.array([ok for _, ok in judged], dtype=bool)
-    index = np.minimum((confidence * bins).astype(int), bins - 1)
-    return ConfidenceSummary(
-        events=len(judged),
-        correct=int(right.sum()),
-        bins=tuple(
-            ConfidenceBin(k / bins, (k + 1) / bins, int((index == k).sum()), int(right[index == k].sum()),
-                          float(confidence[index == k].sum()))
-            for k in range(bins)
-        ),
-        thresholds=tuple(
-            ConfidenceThreshold(t, int((confidence >= t).sum()), int(right[confidence >= t].sum())) for t in thresholds
-        ),
-    )
+    return summarize_confidence([c for c, _ in judged], [ok for _, ok in judged], bins=bins, thresholds=thresholds)
 
 
 def format_confidence(summary: ConfidenceSummary) -> str:

@@ -358,7 +358,8 @@ def run_stage_bench(
     report.settings.setdefault("clip_frames", clip_frames)
 
     builder = PassageBuilder.from_config(config.for_camera(CAMERA_ID), CAMERA_ID, charset=recognizer.charset,
-                                         versions=model_versions(reader))
+                                         versions=model_versions(reader),
+                                         model_calibration=recognizer.vote_calibration)
     stages = report.stages
     total = None if seconds is not None else clip_frames
     bar = tqdm(total=total, desc="bench", unit="frame", file=sys.stderr, dynamic_ncols=True,

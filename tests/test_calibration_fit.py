@@ -1,0 +1,111 @@
+"""fit-calibration: events of bench-passages runs -> a score-to-confidence map, into the OCR model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_models import brightness_ocr
+
+from anpr_edge.backends import create_backend
+from anpr_edge.bench.calibration_fit import fit_events, format_fit, load_judged_events, write_model_calibration
+from anpr_edge.cli import main
+from anpr_edge.config import VotingConfig
+from anpr_edge.errors import BackendError, ConfigError
+from anpr_edge.ocr import VOTE_CALIBRATION_KEY, PlateRecognizer
+from anpr_edge.passages import PassageBuilder
+from anpr_edge.voting import DEFAULT_CALIBRATION, Calibration
+
+
+def bench_json(path: Path, rng: np.random.Generator, *, n: int = 200, source: str = "us-nyc-plate-crops") -> Path:
+    """A bench-passages --json output whose votes are under-confident: P(right) = sqrt(score)."""
+    passages = []
+    for i in range(n):
+        score = float(rng.uniform(0.05, 1.0))
+        right = bool(rng.uniform() < np.sqrt(score))
+        passages.append({"clip": "clip-000", "id": f"c000p{i:02d}", "text": "AB123", "source": source,
+                         "events": [{"text": "AB123" if right else "AB128", "confidence": score, "score": score}]})
+    passages.append({"clip": "clip-000", "id": "unread", "text": "CD456", "source": source,
+                     "events": [{"text": None, "confidence": 0.0, "score": None}]})  # claims nothing: skipped
+    path.write_text(json.dumps({"passages": passages, "false_events": [{"text": "ZZ999", "score": 0.3}]}))
+    return path
+
+
+def test_fit_on_one_source_and_score_the_held_out_one(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    paths = [bench_json(tmp_path / "a.json", rng), bench_json(tmp_path / "b.json", rng, source="fr-plate-scenes")]
+    events = load_judged_events(paths)
+    assert len(events) == 402 and sum(e.source is None for e in events) == 2  # the false events, always wrong
+    fit = fit_events(events, holdout_source="fr-plate-scenes")
+    (raw, mapped), held = fit.fitted, fit.held_out
+    assert raw.events == 202 and held is not None and held[0].events == 200  # false events: no source, fitted
+    # Under-confident scores: the map lifts them, and the error shrinks on the events it never saw too.
+    assert mapped.mean_confidence > raw.mean_confidence
+    assert mapped.calibration_error < raw.calibration_error / 2
+    assert held[1].calibration_error < held[0].calibration_error
+    assert fit.calibration(0.25) > 0.3 and fit.calibration(0.8) == pytest.approx(np.sqrt(0.8), abs=0.08)
+    text = format_fit(fit)
+    assert "| held out (fr-plate-scenes) | calibrated | 200 |" in text and "calibration: [[0.0, " in text
+    assert fit_events(events, holdout_source=None).held_out is None
+
+
+def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_judged_events([tmp_path / "missing.json"])
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match="bad.json: not JSON"):
+        load_judged_events([tmp_path / "bad.json"])
+    (tmp_path / "other.json").write_text("[]")
+    with pytest.raises(ConfigError, match="no 'passages' list"):
+        load_judged_events([tmp_path / "other.json"])
+    (tmp_path / "old.json").write_text(json.dumps(
+        {"passages": [{"text": "A", "source": "s", "events": [{"text": "A", "confidence": 0.5}]}]}))
+    with pytest.raises(ConfigError, match="1 events have no 'score'"):
+        load_judged_events([tmp_path / "old.json"])
+    few = bench_json(tmp_path / "few.json", np.random.default_rng(1), n=5)
+    with pytest.raises(ConfigError, match="need at least 20"):
+        fit_events(load_judged_events([few]))
+
+
+def test_the_model_carries_its_map_and_the_config_overrides_it(tmp_path: Path) -> None:
+    model = brightness_ocr(tmp_path / "ocr.onnx")
+    plain = PlateRecognizer(create_backend("onnxruntime", model, threads=1))
+    assert plain.vote_calibration is None
+    curve = Calibration(((0.0, 0.1), (0.5, 0.8), (1.0, 0.95)))
+    write_model_calibration(model, curve)
+    write_model_calibration(model, curve)  # again: replaced, not doubled
+    recognizer = PlateRecognizer(create_backend("onnxruntime", model, threads=1))
+    assert recognizer.vote_calibration == curve
+    # The reads themselves are unchanged: only metadata was added.
+    crop = np.full((32, 128, 3), 250, np.uint8)
+    assert recognizer.read_images([crop])[0].text == plain.read_images([crop])[0].text == "A"
+
+    assert PassageBuilder("cam").calibration == DEFAULT_CALIBRATION
+    assert PassageBuilder("cam", model_calibration=curve).calibration == curve
+    configured = VotingConfig(calibration=[(0.0, 0.0), (1.0, 0.5)])
+    assert PassageBuilder("cam", voting=configured, model_calibration=curve).calibration(1.0) == 0.5
+
+    import onnx
+
+    proto = onnx.load(str(model))
+    assert [p.key for p in proto.metadata_props].count(VOTE_CALIBRATION_KEY) == 1
+    entry = next(p for p in proto.metadata_props if p.key == VOTE_CALIBRATION_KEY)
+    entry.value = "[[0.5, 0.2], [0.1, 0.9]]"  # scores not increasing
+    onnx.save(proto, str(model))
+    with pytest.raises(BackendError, match="'vote_calibration' is not a valid calibration"):
+        PlateRecognizer(create_backend("onnxruntime", model, threads=1))
+
+
+def test_command_writes_the_map_into_the_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = bench_json(tmp_path / "run.json", np.random.default_rng(5), n=120)
+    model = brightness_ocr(tmp_path / "ocr.onnx")
+    assert main(["fit-calibration", str(runs), "--write", str(model), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["held_out"] is None and report["fitted"]["score"]["events"] == 121
+    recognizer = PlateRecognizer(create_backend("onnxruntime", model, threads=1))
+    assert recognizer.vote_calibration is not None
+    assert [list(p) for p in recognizer.vote_calibration.points] == report["calibration"]
+    assert main(["fit-calibration", str(tmp_path / "nope.json")]) == 2
+    assert "nope.json: cannot read" in capsys.readouterr().err
