@@ -13,8 +13,8 @@ how much it is worth: the read's own confidence times crop quality (plate width 
   that smoothing (``unsmooth``), the exact inverse for a model calibrated on its smoothed targets. The
   vote's ``score`` is then the probability of the voted text under the pooled distributions (length
   vote times each position's share), and ``confidence`` maps it through a monotone ``Calibration``
-  (``fit_calibration`` fits one on labelled data). For the bundled OCR the score turned out calibrated
-  as it is on held-out data, so the default map is the identity (``DEFAULT_CALIBRATION`` has the figures).
+  (``fit_calibration`` fits one on labelled data). Votes come out under-confident, by an amount that
+  depends on the model, so each OCR model carries its own map (``DEFAULT_CALIBRATION`` has the history).
 - **Settled** (``is_settled``): at least N reads whose own text is the voted text, carrying a given share
   of the weight. The caller can stop running the OCR on a settled track.
 """
@@ -192,16 +192,13 @@ def fit_calibration(scores: Sequence[float], correct: Sequence[bool], *, max_poi
 
 
 IDENTITY = Calibration(((0.0, 0.0), (1.0, 1.0)))
-# Measured for the bundled OCR (engines/ocr.onnx, 2026-11-22) through the runtime path, 5 equal-width bins:
-# the un-smoothed score is calibrated as it is. Expected calibration error of the score: 0.028 on the 890
-# crops of the validation splits (us/br/tn, single reads: accuracy 0.831, mean score 0.830), 0.069 on the
-# held-out French scenes (85 single reads: accuracy 0.506, mean 0.522) and 0.070 for 5-read votes over
-# jittered crops of those scenes (accuracy 0.529, mean 0.492). An isotonic map fitted on the validation
-# reads (fit_calibration) did no better on the held-out set (0.080), so none is applied. The model's raw
-# read confidence, by contrast, averages 0.463 on the validation crops it reads 83% right.
-# The bundled OCR has since been trained further, always with label smoothing 0.1; the score was not
-# re-measured for it (2026-12-06: the 420-minute model; 2026-12-07: the 495-minute model).
-# Refit with fit_calibration on labelled passages when the model changes; voting.calibration takes the map.
+# History: for the first bundled OCR (2026-11-22) the un-smoothed score of single reads was calibrated as it
+# is (expected calibration error 0.028 on the 890 validation crops, 0.069 on the French scenes). Votes over
+# a track's many reads are not: pooling spreads each position's probability while the voted text is right
+# more often than any one read, so on the passage clips (2026-12-07, the 780-minute OCR) events scored a
+# mean 0.66 against 79% right (error 0.12). Each model is therefore shipped with its own map in its
+# metadata (``ocr.VOTE_CALIBRATION_KEY``, fitted by ``anpr-edge fit-calibration``), which the passage
+# builder uses unless ``voting.calibration`` is configured; a model without one gets the score as it is.
 DEFAULT_CALIBRATION = IDENTITY
 
 
