@@ -109,3 +109,16 @@ def test_command_writes_the_map_into_the_model(tmp_path: Path, capsys: pytest.Ca
     assert [list(p) for p in recognizer.vote_calibration.points] == report["calibration"]
     assert main(["fit-calibration", str(tmp_path / "nope.json")]) == 2
     assert "nope.json: cannot read" in capsys.readouterr().err
+
+
+def test_the_bundled_ocr_carries_its_event_confidence_map() -> None:
+    """A retrained model must be calibrated before it ships (README, Training the OCR): without its map the
+    events' confidence would fall back to the raw score, which understates how often they are right."""
+    from anpr_edge.paths import OCR_MODEL, bundled_model
+
+    path = bundled_model(OCR_MODEL)
+    if not path.is_file():
+        pytest.skip("the bundled OCR is not in this checkout")
+    calibration = PlateRecognizer(create_backend("onnxruntime", path, threads=1)).vote_calibration
+    assert calibration is not None, f"{path}: run anpr-edge fit-calibration --write on it"
+    assert calibration(0.5) > 0.5 and calibration(1.0) < 1.0  # votes were under-confident; never certain
