@@ -331,7 +331,8 @@ def test_advise_plate_formats_from_the_reads() -> None:
     (advice,) = advise(report_with(plates=[plate("AB123CD"), plate("A123BC77")], formats_configured=[]))
     assert "fit no single built-in format" in advice
     # Unsure reads are no evidence of the site's format; unknown configuration (None): no advice either.
-    assert advise(report_with(plates=[plate("AB123CD", confidence=0.3)], formats_configured=[])) == []
+    assert advise(report_with(plates=[plate("AB123CD", confidence=0.2)], formats_configured=[])) == []
+    assert advise(report_with(plates=[plate("AB123CD", confidence=0.45)], formats_configured=[]))  # a sure read
     assert advise(report_with(plates=[plate("AB123CD")], formats_configured=None)) == []
     # Configured: only reads that fit none of them are pointed out.
     assert advise(report_with(plates=[plate("AB123CD", fmt="FR")], formats_configured=["FR"])) == []
