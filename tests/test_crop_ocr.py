@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import cv2
@@ -231,16 +230,9 @@ def test_eval_ocr_image_margin_option(tmp_path: Path, capsys: pytest.CaptureFixt
     cv2.putText(image, "AB123", (4, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (10, 10, 10), 2)
     cv2.imwrite(str(tmp_path / "p.png"), image)
     (tmp_path / "labels.csv").write_text("file,text\np.png,AB123\n")
-    # main() points the root logger at this test's captured stderr; put it back so later tests' log records
-    # do not go to a closed stream.
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        assert main(["eval-ocr", str(tmp_path / "labels.csv"), "--image-margin", "0.15", "--json"]) == 0
-        assert '"count": 1' in capsys.readouterr().out
-        with pytest.raises(SystemExit):
-            main(["eval-ocr", str(tmp_path / "labels.csv"), "--image-margin", "0.9"])
-        assert "must be between 0 and 0.5" in capsys.readouterr().err
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    # main() points the root logger at this test's captured stderr; conftest puts it back afterwards.
+    assert main(["eval-ocr", str(tmp_path / "labels.csv"), "--image-margin", "0.15", "--json"]) == 0
+    assert '"count": 1' in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["eval-ocr", str(tmp_path / "labels.csv"), "--image-margin", "0.9"])
+    assert "must be between 0 and 0.5" in capsys.readouterr().err
