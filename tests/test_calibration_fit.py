@@ -60,6 +60,9 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "other.json").write_text("[]")
     with pytest.raises(ConfigError, match="no 'passages' list"):
         load_judged_events([tmp_path / "other.json"])
+    (tmp_path / "odd.json").write_text(json.dumps({"passages": [{"id": "x"}]}))
+    with pytest.raises(ConfigError, match="odd.json: a passage without its true text"):
+        load_judged_events([tmp_path / "odd.json"])
     (tmp_path / "old.json").write_text(json.dumps(
         {"passages": [{"text": "A", "source": "s", "events": [{"text": "A", "confidence": 0.5}]}]}))
     with pytest.raises(ConfigError, match="1 events have no 'score'"):

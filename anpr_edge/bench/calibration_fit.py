@@ -62,13 +62,15 @@ def load_judged_events(paths: list[Path]) -> list[JudgedEvent]:
             raise ConfigError(f"{path}: no 'passages' list; give the output of bench-passages --json")
         missing = 0
         for passage in report["passages"]:
+            if not isinstance(passage, dict) or not isinstance(passage.get("text"), str):
+                raise ConfigError(f"{path}: a passage without its true text; give the output of bench-passages --json")
             for event in passage.get("events", ()):
                 if not event.get("text"):
                     continue
                 if event.get("score") is None:
                     missing += 1
                     continue
-                judged.append(JudgedEvent(float(event["score"]), event["text"] == passage["text"], passage["source"]))
+                judged.append(JudgedEvent(float(event["score"]), event["text"] == passage["text"], passage.get("source")))
         for event in report.get("false_events", ()):
             if event.get("text"):
                 if event.get("score") is None:
