@@ -143,8 +143,12 @@ def test_h264_clip_report(h264_probe: tuple[dict, str, Path]) -> None:
     assert 390 <= x1 <= 420 and 600 <= x2 <= 630 and 460 <= y1 <= 490 and 510 <= y2 <= 540
     assert 0 < plate["confidence"] <= 1 and 0 <= plate["text_confidence"] <= 1
     assert len(plate["text"]) >= 5  # the OCR's reading (1131XD29); its exact accuracy is the OCR card's business
-    assert report["advice"] == []  # 720p, 10 fps, a 200 px plate: nothing to fix
-    assert "h264, 960x720" in err and "px wide" in err and "advice: none" in err
+    # 720p, 10 fps, a 200 px plate: nothing to fix in the camera; with no formats configured, the sure read
+    # (an old French number) is offered the formats it fits.
+    camera_advice = [a for a in report["advice"] if not a.startswith("no plate formats configured")]
+    assert camera_advice == []
+    assert len(report["advice"]) <= 1 and all("FR" in a for a in report["advice"])
+    assert "h264, 960x720" in err and "px wide" in err and ("advice: none" in err) == (not report["advice"])
 
 
 def test_snapshot_is_a_readable_jpeg_with_the_plate_labelled(h264_probe: tuple[dict, str, Path]) -> None:
