@@ -64,10 +64,10 @@ MIN_FPS = 8.0
 # spans a 4 m lane: 1280 * 0.52 / 4 = 166 px, where 640x480 gives 83 px.
 MIN_HEIGHT_PX = 720
 # Reads at least this sure are taken as the plates' real texts when advising on plate formats: a misread
-# would suggest a format the site does not have. On a single read's raw confidence (the label-smoothed
-# sequence probability: a sure seven-character read scores about 0.5), measured with `anpr-edge ocr --json`
-# over the US and BR crop sets (2026-12-07, the 780-minute OCR): at 0.3, 98.0% of the reads kept are right
-# and 1% of the right ones are dropped; 0.5 dropped 30% of the right ones.
+# would suggest a format the site does not have. This is a single read's raw confidence, the sequence
+# probability under the label smoothing (0.1) the OCR was trained with: a certain read of seven characters
+# and the end token scores at most about 0.9^8 = 0.43 (the bundled model gives 0.45-0.57 on sure reads), so
+# 0.5 would turn away most right reads; 0.3 leaves out reads with one or two doubtful characters.
 MIN_FORMAT_ADVICE_CONFIDENCE = 0.3
 
 # OpenCV's FOURCC (a container tag such as avc1/hvc1, or FFmpeg's codec name when there is no tag) and
