@@ -84,7 +84,7 @@ CHILD = textwrap.dedent(
     from anpr_edge.train.det_train import DetTrainOptions, export_onnx, train_detector
     data, run_dir, onnx = (Path(p) for p in sys.argv[1:4])
     result = train_detector(DetTrainOptions(minutes=5, epochs=1, imgsz=64, batch=4, threads=1, cache=False,
-                                            data_yaml=data, run_dir=run_dir, output=onnx))
+                                            multi_scale=0.5, data_yaml=data, run_dir=run_dir, output=onnx))
     export_onnx(result.best, onnx, imgsz=64)
     # Weights kept for a later session's --init-weights carry the total training behind them.
     from anpr_edge.train.det_train import Lineage, checkpoint_lineage, save_resume_weights
@@ -114,6 +114,8 @@ def test_one_offline_epoch_exports_a_model_the_runtime_reads(tmp_path: Path) -> 
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["attempts"] == [], summary["attempts"]
     assert summary["epochs"] == 1 and Path(summary["best"]).is_file()
+    # --multi-scale reaches ultralytics (it records the arguments it trained with).
+    assert "multi_scale: 0.5" in (tmp_path / "run" / "args.yaml").read_text()
     own_epochs, own_minutes = summary["own"]
     assert own_epochs == 1 and 0 < own_minutes < 10
     assert summary["total"] == [17, pytest.approx(own_minutes + 90, abs=0.01)]

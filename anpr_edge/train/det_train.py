@@ -133,6 +133,10 @@ class DetTrainOptions:
     threads: int = 2
     seed: int = 0
     close_mosaic: int = 3
+    # Each batch drawn at a random size within imgsz * (1 +- multi_scale) (ultralytics `multi_scale`): one
+    # model for every runtime `input_size` (320 for the daemon, 512 for `read`'s second look) and more
+    # small plates seen small. 0: every batch at imgsz.
+    multi_scale: float = 0.0
     # ultralytics' "auto" picks MuSGD for long runs, whose Newton-Schulz orthogonalisation (bfloat16 matmuls)
     # took 58% of every CPU step here (py-spy): plain SGD trains ~2x more epochs in the same budget.
     optimizer: str = "SGD"
@@ -236,6 +240,7 @@ def train_detector(options: DetTrainOptions, *, resume: Path | None = None) -> D
                 seed=options.seed,
                 deterministic=False,  # deterministic kernels cost speed on CPU and buy nothing here
                 close_mosaic=options.close_mosaic,
+                multi_scale=options.multi_scale,
                 optimizer=options.optimizer,
                 cache=options.cache,
                 fraction=options.fraction,
