@@ -114,8 +114,8 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 def cmd_ocr(args: argparse.Namespace) -> int:
     from anpr_edge.crop import plate_cuts
-    from anpr_edge.ocr import most_confident
     from anpr_edge.pipeline import load_recognizer
+    from anpr_edge.voting import combine_views
 
     config = _config(args.config)
     recognizer = load_recognizer(config)
@@ -125,14 +125,13 @@ def cmd_ocr(args: argparse.Namespace) -> int:
     def work(image: np.ndarray) -> dict[str, Any]:
         nonlocal explained
         if args.explain is None:
-            # The image is the plate's box: read it in the configured cuts (as eval-ocr scores it), keep the surest.
+            # The image is the plate's box: read it in the configured cuts and vote them (as eval-ocr scores it).
             height, width = image.shape[:2]
-            cuts = plate_cuts(image, (0, 0, width, height), recognizer.crop_size, 0.0, config.crop.extra_cuts,
+            cuts = plate_cuts(image, (0, 0, width, height), recognizer.crop_size, 0.0, config.crop.photo_cuts,
                               rectify=config.crop.rectify)
-            reads = recognizer.read_crops(cuts)
+            plate = combine_views(recognizer.read_crops(cuts), recognizer.charset)
             if reformat is not None:
-                reads = [reformat(read) for read in reads]
-            (plate,) = most_confident(reads, [len(reads)])
+                plate = reformat(plate)
             return {"text": plate.text, "confidence": round(plate.confidence, 4), "format": plate.format}
         from anpr_edge.explain import attention_sheet
 
@@ -335,6 +334,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         threads=args.threads, synthetic=args.synthetic, output=Path(args.output),
         data_yaml=Path(args.data) if args.data else None, run_dir=Path(args.run_dir) if args.run_dir else None,
         init_weights=Path(args.init_weights) if args.init_weights else None, optimizer=args.optimizer,
+        multi_scale=args.multi_scale,
     )
     run_dir = options.resolved_run_dir()
     if args.export_only:
@@ -484,7 +484,7 @@ def cmd_eval_ocr(args: argparse.Namespace) -> int:
     rows, formatted = [], []
     for name, items in sets:
         ours, crops = evaluate(name, items, reader, recognizer.crop_size, config.crop.padding, config.crop.rectify,
-                               config.crop.extra_cuts, args.image_margin)
+                               config.crop.photo_cuts, args.image_margin)
         base = (evaluate(name, items, baseline, recognizer.crop_size, config.crop.padding, config.crop.rectify,
                          image_margin=args.image_margin)[0]
                 if baseline else None)
@@ -492,7 +492,7 @@ def cmd_eval_ocr(args: argparse.Namespace) -> int:
         formats = region_formats(name) if name in shared_names else tuple(args.formats or ())
         reformat = _reformatter(config, recognizer.charset, formats)
         with_formats = (evaluate(name, items, recognizer_reader(recognizer, reformat=reformat), recognizer.crop_size,
-                                 config.crop.padding, config.crop.rectify, config.crop.extra_cuts, args.image_margin)[0]
+                                 config.crop.padding, config.crop.rectify, config.crop.photo_cuts, args.image_margin)[0]
                         if reformat is not None else None)
         formatted.append((with_formats, formats) if with_formats is not None else None)
         if args.failures:
@@ -554,7 +554,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     notifier = SystemdNotifier()
     try:
         with notifier.extending(120.0):  # a first start may build TensorRT engines for minutes
-            reader: PlateReader | None = PlateReader.from_config(config, fallback=False)
+            reader: PlateReader | None = PlateReader.from_config(config, photos=False)
     except AnprError as error:
         reader = None
         log.warning("%s", error)
@@ -794,6 +794,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_det.add_argument("--optimizer", default="SGD", choices=["SGD", "AdamW", "MuSGD", "auto"],
                            help="ultralytics optimizer (default SGD: 'auto' picks MuSGD for long runs, about half "
                            "as fast on a CPU)")
+    train_det.add_argument("--multi-scale", type=number_between(0.0, 0.9), default=0.0, metavar="F",
+                           help="draw each batch at a random size within imgsz * (1 +- F) (default 0: all at imgsz)")
     train_det.add_argument("--synthetic", type=int, default=2000, help="synthetic composites in the data (default 2000)")
     train_det.add_argument("--data", metavar="DATA.yaml", help="a prepared dataset (default: prepare/reuse the cached one)")
     train_det.add_argument("--run-dir", metavar="DIR", help="run folder (default <cache>/det-train/<model>-<imgsz>)")
@@ -837,6 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
     from anpr_edge.bench.angles import register as register_bench_angles
     from anpr_edge.bench.calibration_fit import register as register_fit_calibration
     from anpr_edge.bench.clip_reads import register as register_bench_clip_reads
+    from anpr_edge.bench.cuts import register as register_bench_cuts
     from anpr_edge.bench.cli import register as register_bench_passages
     from anpr_edge.bench.mqtt_bench import register as register_bench_mqtt
     from anpr_edge.bench.ocr_int8 import register as register_quantize_ocr
@@ -862,6 +865,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_bench_angles(commands)  # bench-angles
     register_quantize_ocr(commands)  # quantize-ocr
     register_bench_views(commands)  # bench-views
+    register_bench_cuts(commands)  # bench-cuts
     register_bench_clip_reads(commands)  # bench-clip-reads
     register_bench_roi(commands)  # bench-roi
     register_tensorrt(commands)  # build-engines, calibrate

@@ -143,6 +143,9 @@ class ModelsConfig(Section):
 
 # Measured with eval-ocr on the validation splits (docs/BENCHMARKS.md).
 RECTIFY_DEFAULT = False
+# Chosen among cut sets of up to four reads by the vote's exact match on the validation splits, read as the
+# runtime cuts detector boxes and as tight crop images (docs/BENCHMARKS.md, "Reading each plate in several views").
+PHOTO_CUTS_DEFAULT: tuple[CropCut, ...] = ("wide", "cw", "ccw")
 
 
 class CropConfig(Section):
@@ -158,15 +161,22 @@ class CropConfig(Section):
         description="Turn plates that sit tilted in their box level before reading (the angle is estimated from "
         "the crop's edges; rolls under 4 degrees are left alone).",
     )
+    photo_cuts: list[CropCut] = Field(
+        list(PHOTO_CUTS_DEFAULT),
+        description="Other cuts of each plate that `anpr-edge read`, `ocr`, `eval-ocr` and `eval-read` read besides "
+        "the box cut; the reads of all cuts are voted into one, as a track votes its frames: wide (7% more margin "
+        "per side), level (the plate turned level, only when it sits tilted 4-35 degrees in its box), cw / ccw "
+        "(turned 8 degrees clockwise / counter-clockwise). A photo gets one look, so it gets several views: each "
+        "costs one more OCR read (batched). The default was chosen on the validation splits (docs/BENCHMARKS.md).",
+    )
     extra_cuts: list[CropCut] = Field(
         [],
-        description="Other cuts of each plate the OCR reads besides the box cut, keeping the read it is most sure "
-        "of: wide (7% more margin per side), level (the plate turned level, only when it sits tilted 4-35 "
-        "degrees in its box). Each cut costs one more OCR read. Off by default: it gains on tight crop images "
-        "(anpr-edge ocr, eval-ocr) but not on detector boxes or video (docs/BENCHMARKS.md).",
+        description="The same for the daemon (`anpr-edge run`) and the video benchmarks: the cuts of each plate "
+        "read in every frame, voted into that frame's read. Off by default: on video the track's vote across "
+        "frames already pools many reads, and every cut is one more OCR read per plate per frame.",
     )
 
-    @field_validator("extra_cuts")
+    @field_validator("photo_cuts", "extra_cuts")
     @classmethod
     def _distinct_cuts(cls, cuts: list[CropCut]) -> list[CropCut]:
         if len(set(cuts)) != len(cuts):

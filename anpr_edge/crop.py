@@ -170,11 +170,14 @@ def _level(
     return None
 
 
-# Other cuts of the same plate that the reader may read besides the box cut (``plate_cuts``). The OCR keeps
-# the read it is most sure of: a character that one cut loses to the border, to a tight box or to a tilt is
-# often whole in another (docs/BENCHMARKS.md measures each set of cuts).
-CropCut = Literal["wide", "level"]
+# Other cuts of the same plate that the reader reads besides the box cut (``plate_cuts``); the reads of all
+# cuts are voted into one (``voting.combine_views``): a character that one cut loses to the border, to a tight
+# box or to a tilt is often whole in the others (docs/BENCHMARKS.md measures each set of cuts).
+CropCut = Literal["wide", "level", "cw", "ccw"]
 WIDE_EXTRA_PADDING = 0.07  # "wide": this much more margin on each side than the box cut
+# "cw" / "ccw": the box cut turned this many degrees clockwise / counter-clockwise. The OCR, trained on a tail
+# of rolled plates, reads such views; its mistakes on them are not all the box cut's, so the vote fixes some.
+TURN_DEGREES = 8.0
 
 
 def plate_cuts(
@@ -192,7 +195,9 @@ def plate_cuts(
     """The box cut (``crop_plate``), then the other ``cuts`` of the same plate.
 
     ``"wide"``: the box cut with ``WIDE_EXTRA_PADDING`` more margin; ``"level"``: the plate turned level, only
-    when it sits tilted in its box (``estimate_roll``; a level plate's "level" cut would be the box cut again).
+    when it sits tilted in its box (``estimate_roll``; a level plate's "level" cut would be the box cut again);
+    ``"cw"`` / ``"ccw"``: the box cut turned ``TURN_DEGREES`` clockwise / counter-clockwise about the box
+    centre (left out when the box is too tall for a plate at that angle).
     """
     plain = _axis_aligned_crop(image, box, size, padding)
     level = _level(image, box, size, padding, plain[0]) if rectify or "level" in cuts else None
@@ -206,8 +211,14 @@ def plate_cuts(
         elif cut == "level":
             if level is not None and not rectify:  # with rectify the box cut is already level
                 out.append(_plate_crop(level, box, camera_id, frame_index, detector_confidence, cut_by_edge))
+        elif cut in ("cw", "ccw"):
+            # _rectified(d) levels a plate rolled by d (rows running down to the right for d > 0): it turns the
+            # view counter-clockwise by d.
+            turned = _rectified(image, box, size, padding, TURN_DEGREES if cut == "ccw" else -TURN_DEGREES)
+            if turned is not None:
+                out.append(_plate_crop(turned, box, camera_id, frame_index, detector_confidence, cut_by_edge))
         else:
-            raise ValueError(f"unknown crop cut {cut!r} (known: wide, level)")
+            raise ValueError(f"unknown crop cut {cut!r} (known: wide, level, cw, ccw)")
     return out
 
 

@@ -60,23 +60,6 @@ def decode_greedy(probs: np.ndarray, charset: str) -> list[tuple[str, float, tup
     return results
 
 
-def best_in_groups(confidences: Sequence[float], counts: Sequence[int]) -> list[int]:
-    """The index of the highest confidence in each consecutive group of ``counts[i]`` values (several cuts of one
-    plate, ``crop.plate_cuts``); the first of a group wins ties, so the box cut is kept unless another is surer."""
-    if sum(counts) != len(confidences) or any(n < 1 for n in counts):
-        raise ValueError(f"{len(confidences)} reads do not split into groups of {list(counts)}")
-    chosen, start = [], 0
-    for n in counts:
-        chosen.append(start + int(np.argmax(confidences[start : start + n])))
-        start += n
-    return chosen
-
-
-def most_confident(reads: Sequence[PlateRead], counts: Sequence[int]) -> list[PlateRead]:
-    """The most confident read of each consecutive group of ``counts[i]`` reads (``best_in_groups``)."""
-    return [reads[i] for i in best_in_groups([read.confidence for read in reads], counts)]
-
-
 def vote_calibration(metadata: dict[str, str], name: str) -> Calibration | None:
     """The model's own vote calibration (metadata ``vote_calibration``), or None when it has none."""
     raw = metadata.get(VOTE_CALIBRATION_KEY)

@@ -4,8 +4,8 @@ For each labelled set: exact-match rate (the whole plate right), character error
 distance / label length, from ``rapidfuzz``), and ms per crop; failures can be written to a folder
 (crop image named after truth and read) for inspection. Crops are made as the runtime makes them:
 labelled crop images are fitted whole, labelled scenes are cut at their box with the configured padding;
-with the configured ``crop.extra_cuts`` each plate is also read in those cuts and its most confident read
-counts (``evaluate(..., cuts=...)``), as ``PlateReader`` does.
+with the configured ``crop.photo_cuts`` each plate is also read in those cuts and the reads are voted into one
+(``evaluate(..., cuts=...)``, ``voting.combine_views``), as ``PlateReader`` does. A baseline reads the box cut.
 
 Baseline: Tesseract 5 (Debian ``tesseract-ocr`` + ``pytesseract``) on the same crops, single line,
 restricted to the charset, scored the same way.
@@ -27,10 +27,11 @@ from rapidfuzz.distance import Levenshtein
 from anpr_edge.config import FormatsConfig
 from anpr_edge.crop import CropCut, plate_cuts
 from anpr_edge.errors import AnprError
-from anpr_edge.ocr import PlateRecognizer, best_in_groups, normalize_text
+from anpr_edge.ocr import PlateRecognizer, normalize_text
 from anpr_edge.train import datasets
 from anpr_edge.train.datasets import LabeledImage, read_image
 from anpr_edge.values import PlateRead
+from anpr_edge.voting import combine_view_groups
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +80,23 @@ def score(name: str, truths: Sequence[str], reads: Sequence[tuple[str, float]], 
     return SetScore(name, len(truths), float(np.mean(exact)), float(np.mean(cer)), ms, failures)
 
 
-Reader = Callable[[list[np.ndarray]], list[tuple[str, float]]]
+# Reads plates: one (text, confidence) per plate from the crops of its cuts (the box cut first).
+Reader = Callable[[list[list[np.ndarray]]], list[tuple[str, float]]]
 
 
 def recognizer_reader(
     recognizer: PlateRecognizer, batch: int = 64, reformat: Callable[[PlateRead], PlateRead] | None = None
 ) -> Reader:
-    """The model's reads; with ``reformat``, each read under plate formats (``plate_formats.format_read``)."""
+    """The model's reads, each plate's cuts voted into one (``voting.combine_views``); with ``reformat``, each
+    plate's read under plate formats (``plate_formats.format_read``)."""
 
-    def read(crops: list[np.ndarray]) -> list[tuple[str, float]]:
-        out = []
-        for start in range(0, len(crops), batch):
-            reads = recognizer.read_images(crops[start : start + batch])
-            if reformat is not None:
-                reads = [reformat(r) for r in reads]
-            out += [(r.text, r.confidence) for r in reads]
-        return out
+    def read(cut_sets: list[list[np.ndarray]]) -> list[tuple[str, float]]:
+        crops = [crop for cuts in cut_sets for crop in cuts]
+        reads = [r for start in range(0, len(crops), batch) for r in recognizer.read_images(crops[start : start + batch])]
+        plates = combine_view_groups(reads, [len(cuts) for cuts in cut_sets], recognizer.charset)
+        if reformat is not None:
+            plates = [reformat(p) for p in plates]
+        return [(p.text, p.confidence) for p in plates]
 
     return read
 
@@ -111,9 +113,9 @@ def tesseract_reader(charset: str) -> Reader:
         raise AnprError("the tesseract baseline needs Tesseract: apt-get install tesseract-ocr") from None
     options = f"--psm 7 --oem 1 -c tessedit_char_whitelist={re.escape(charset)}"
 
-    def read(crops: list[np.ndarray]) -> list[tuple[str, float]]:
+    def read(cut_sets: list[list[np.ndarray]]) -> list[tuple[str, float]]:
         out = []
-        for crop in crops:
+        for crop in (cuts[0] for cuts in cut_sets):  # the box cut
             big = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)  # Tesseract wants ~30 px glyphs
             text = pytesseract.image_to_string(cv2.cvtColor(big, cv2.COLOR_BGR2RGB), config=options)
             out.append((normalize_text(text, charset), 0.0))
@@ -141,15 +143,13 @@ def evaluate(name: str, items: Sequence[LabeledImage], reader: Reader, size: tup
              ) -> tuple[SetScore, list[np.ndarray]]:
     """Score ``reader`` on ``items``; returns the score and the crops (for writing failures).
 
-    With ``cuts``, each item is read in several cuts and its most confident read counts, as ``PlateReader``
-    does (the crop returned is the one that read was made from). ``image_margin``: see ``runtime_cuts``."""
+    With ``cuts``, each item is read in several cuts, voted into one read by the model's reader, as
+    ``PlateReader`` does (the crop returned is the box cut). ``image_margin``: see ``runtime_cuts``."""
     cut_sets = [runtime_cuts(read_image(item.path), item, size, padding, rectify, cuts, image_margin) for item in items]
-    flat = [crop for crop_set in cut_sets for crop in crop_set]
     started = time.perf_counter()
-    flat_reads = reader(flat)
+    reads = reader(cut_sets)
     ms = (time.perf_counter() - started) * 1000.0 / max(len(items), 1)
-    chosen = best_in_groups([confidence for _, confidence in flat_reads], [len(crop_set) for crop_set in cut_sets])
-    reads, crops = [flat_reads[i] for i in chosen], [flat[i] for i in chosen]
+    crops = [crop_set[0] for crop_set in cut_sets]
     return score(name, [item.text for item in items], reads, [str(item.path) for item in items], ms), crops
 
 

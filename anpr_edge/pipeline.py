@@ -14,7 +14,7 @@ from anpr_edge.config import AppConfig
 from anpr_edge.crop import CropCut, plate_cuts
 from anpr_edge.detector import PlateDetector
 from anpr_edge.errors import ModelNotAvailableError
-from anpr_edge.ocr import PlateRecognizer, most_confident
+from anpr_edge.ocr import PlateRecognizer
 from anpr_edge.plate_formats import (
     DEFAULT_MIN_UNAIDED_RATIO,
     PlateFormat,
@@ -23,6 +23,7 @@ from anpr_edge.plate_formats import (
 )
 from anpr_edge.tracking import iou_matrix
 from anpr_edge.values import Detections, PlateCrop, PlateRead
+from anpr_edge.voting import combine_view_groups
 
 log = logging.getLogger("anpr_edge.pipeline")
 
@@ -120,16 +121,18 @@ class PlateReader:
         self.trim_leading = trim_leading
 
     @classmethod
-    def from_config(cls, config: AppConfig, *, fallback: bool = True) -> PlateReader:
-        """The reader the config describes; ``fallback=False`` for the daemon and the video benchmarks, which
-        detect through ``detector`` alone (no second TensorRT plan is built for them)."""
+    def from_config(cls, config: AppConfig, *, photos: bool = True) -> PlateReader:
+        """The reader the config describes: for photos (``anpr-edge read`` and its benchmarks) it reads each
+        plate in ``crop.photo_cuts`` and takes the second look (``models.detector.fallback_size``);
+        ``photos=False`` is the reader of the daemon and the video benchmarks: ``crop.extra_cuts``, and the
+        detector alone (no second TensorRT plan is built for them)."""
         detector = load_detector(config)
         return cls(detector, load_recognizer(config), padding=config.crop.padding,
-                   rectify=config.crop.rectify, extra_cuts=config.crop.extra_cuts,
+                   rectify=config.crop.rectify, extra_cuts=config.crop.photo_cuts if photos else config.crop.extra_cuts,
                    formats=load_plate_formats(config), min_ratio=config.formats.min_ratio,
                    min_unaided_ratio=config.formats.min_unaided_ratio,
                    trim_leading=config.formats.trim_leading,
-                   fallback=load_fallback_detector(config, detector) if fallback else None,
+                   fallback=load_fallback_detector(config, detector) if photos else None,
                    fallback_below=config.models.detector.fallback_below)
 
     def with_formats(self, formats: Sequence[PlateFormat]) -> PlateReader:
@@ -161,19 +164,18 @@ class PlateReader:
 
     def cuts(self, image: np.ndarray, box: Sequence[float], score: float = 1.0, camera_id: str = "",
              frame_index: int = -1) -> list[PlateCrop]:
-        """The crops of one plate the OCR reads: the box cut, then ``extra_cuts``."""
+        """The crops of one plate the OCR reads: the box cut, then ``extra_cuts`` (the configured photo or video cuts)."""
         return plate_cuts(image, box, self.recognizer.crop_size, self.padding, self.extra_cuts, rectify=self.rectify,
                           camera_id=camera_id, frame_index=frame_index, detector_confidence=score)
 
     def read_cut_sets(self, cut_sets: Sequence[Sequence[PlateCrop]], *, formatted: bool = False) -> list[PlateRead]:
-        """One read per plate: all cuts in one OCR batch, then each plate's most confident read (under the
-        formats when ``formatted``)."""
+        """One read per plate: all cuts in one OCR batch, each plate's cuts voted into one read
+        (``voting.combine_views``), under the formats when ``formatted``."""
         if not cut_sets:
             return []
         reads = self.recognizer.read_crops([crop for cuts in cut_sets for crop in cuts])
-        if formatted:
-            reads = self.format_reads(reads)
-        return most_confident(reads, [len(cuts) for cuts in cut_sets])
+        plates = combine_view_groups(reads, [len(cuts) for cuts in cut_sets], self.recognizer.charset)
+        return self.format_reads(plates) if formatted else plates
 
     def read(
         self,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from anpr_edge.plate_formats import FormatChoice
+from anpr_edge.plate_formats import FormatChoice, greedy_text
 from anpr_edge.values import PlateRead
 
 END = 0  # symbol 0 is the end token (anpr_edge/ocr.py)
@@ -357,6 +357,48 @@ class VoteAccumulator:
             probs=probs,
             agreeing_weight=float(agree_weight),
         )
+
+
+def smooth(probs: np.ndarray, label_smoothing: float = LABEL_SMOOTHING) -> np.ndarray:
+    """Label smoothing applied to distributions (the inverse of ``unsmooth``): the OCR's own output scale."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return (1.0 - label_smoothing) * probs + label_smoothing / probs.shape[-1]
+
+
+def combine_views(reads: Sequence[PlateRead], charset: str, *,
+                  label_smoothing: float = LABEL_SMOOTHING) -> PlateRead:
+    """One read of a plate from the reads of several views of it (``crop.plate_cuts`` of one photo or frame).
+
+    The views are voted as a track's frames are (``VoteAccumulator``, each read weighted by its confidence):
+    the length by vote, the characters pooled position by position. The result is a read like the OCR's own:
+    its ``char_probs`` are the vote's distributions on the OCR's (label-smoothed) scale, so its confidence
+    compares with a single read's, plate formats constrain it and a track votes it like any read. Box, crop
+    and frame are the first view's (the box cut). One view is returned as it is.
+    """
+    if not reads:
+        raise ValueError("no reads to combine")
+    if len(reads) == 1:
+        return reads[0]
+    votes = VoteAccumulator(charset, label_smoothing=label_smoothing)
+    for read in reads:
+        votes.add(read, read_weight(read.confidence))
+    vote = votes.vote()
+    assert vote is not None  # at least one read was added
+    probs = smooth(vote.probs, label_smoothing)
+    text, chars, probability = greedy_text(probs, charset)
+    return replace(reads[0], text=text, confidence=probability if text else 0.0, char_confidences=chars,
+                   char_probs=probs.astype(np.float32), format=None)
+
+
+def combine_view_groups(reads: Sequence[PlateRead], counts: Sequence[int], charset: str) -> list[PlateRead]:
+    """``combine_views`` over each consecutive group of ``counts[i]`` reads (the views of one plate each)."""
+    if sum(counts) != len(reads) or any(n < 1 for n in counts):
+        raise ValueError(f"{len(reads)} reads do not split into groups of {list(counts)}")
+    out, start = [], 0
+    for n in counts:
+        out.append(combine_views(reads[start : start + n], charset))
+        start += n
+    return out
 
 
 def _conditional(pooled: np.ndarray, length: int) -> np.ndarray:

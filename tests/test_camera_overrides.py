@@ -135,7 +135,7 @@ def test_the_daemon_finds_small_plates_in_the_roi_window(tmp_path: Path, detect_
         "inference": {"threads": 1},
     })
     events: list[PlateEvent] = []
-    reader = PlateReader.from_config(config, fallback=False)
+    reader = PlateReader.from_config(config, photos=False)
     run_cameras(config, reader, lambda event: events.append(event) or event, stop=threading.Event())
     if detect_in_roi:
         assert [event.text for event in events] == ["AB123CD"]
@@ -184,6 +184,6 @@ def test_the_daemon_finds_small_plates_in_tiles_without_an_roi(tmp_path: Path) -
     config = parse_config({"cameras": [{"id": "wide", "source": str(clip), "detect_tiles": 2}],
                            "inference": {"threads": 1}})
     events: list[PlateEvent] = []
-    run_cameras(config, PlateReader.from_config(config, fallback=False), lambda event: events.append(event) or event,
+    run_cameras(config, PlateReader.from_config(config, photos=False), lambda event: events.append(event) or event,
                 stop=threading.Event())
     assert [event.text for event in events] == ["AB123CD"]

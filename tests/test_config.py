@@ -75,7 +75,7 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path, monkey
         ("cameras:\n  - {id: a, source: demo}\nmodels: {detector: {confidence: 1.5}}\n", "models.detector.confidence"),
         ("cameras:\n  - {id: a, source: demo}\nmodels: {detector: {input_size: 300}}\n", "multiple of 32"),
         ("cameras:\n  - {id: a, source: demo}\ninference: {backend: cuda}\n", "inference.backend: Input should be 'auto', 'onnxruntime' or 'tensorrt'"),
-        ("cameras:\n  - {id: a, source: demo}\ncrop: {extra_cuts: [wide, tall]}\n", "crop.extra_cuts[1]: Input should be 'wide' or 'level'"),
+        ("cameras:\n  - {id: a, source: demo}\ncrop: {extra_cuts: [wide, tall]}\n", "crop.extra_cuts[1]: Input should be 'wide', 'level', 'cw' or 'ccw'"),
         ("cameras:\n  - {id: a, source: demo}\ncrop: {extra_cuts: [wide, wide]}\n", "crop.extra_cuts: each cut at most once"),
         ("cameras:\n  - {id: a, source: demo}\n  - {id: a, source: demo}\n", "camera id 'a' is used twice"),
         ("cameras:\n  - {id: 'bad id', source: demo}\n", "cameras[0].id"),

@@ -11,6 +11,7 @@ from tiny_models import brightness_ocr
 
 from anpr_edge.backends import create_backend
 from anpr_edge.crop import (
+    TURN_DEGREES,
     WIDE_EXTRA_PADDING,
     at_frame_edge,
     crop_plate,
@@ -20,8 +21,9 @@ from anpr_edge.crop import (
     plate_cuts,
 )
 from anpr_edge.errors import BackendError
-from anpr_edge.ocr import PlateRecognizer, decode_greedy, most_confident, normalize_text
+from anpr_edge.ocr import PlateRecognizer, decode_greedy, normalize_text
 from anpr_edge.values import PlateRead
+from anpr_edge.voting import combine_view_groups, combine_views
 
 
 def test_crop_keeps_aspect_and_pads() -> None:
@@ -145,16 +147,57 @@ def test_plate_cuts_add_a_wide_cut_and_a_level_cut_only_for_tilted_plates() -> N
     assert plate_cuts(frame, box, (192, 64), 0.15, [])[0].image.tobytes() == box_cut.image.tobytes()
     # With crop.rectify on, the box cut is already level: no second level cut.
     assert len(plate_cuts(frame, box, (192, 64), 0.15, ["level"], rectify=True)) == 1
-    with pytest.raises(ValueError, match="unknown crop cut 'tall'"):
+    with pytest.raises(ValueError, match=r"unknown crop cut 'tall' \(known: wide, level, cw, ccw\)"):
         plate_cuts(frame, box, (192, 64), 0.15, ["tall"])  # type: ignore[list-item]
 
 
-def test_most_confident_keeps_each_plates_surest_read() -> None:
-    reads = [PlateRead(text, confidence, ()) for text, confidence in
-             [("AB1", 0.5), ("AB7", 0.9), ("CD2", 0.4), ("EF3", 0.6), ("EF8", 0.6), ("EF", 0.1)]]
-    assert [r.text for r in most_confident(reads, [2, 1, 3])] == ["AB7", "CD2", "EF3"]  # a tie keeps the first
+def test_turned_cuts_show_the_plate_turned_either_way() -> None:
+    frame, box = _tilted_plate(0.0)
+    box_cut, cw, ccw = plate_cuts(frame, box, (192, 64), 0.15, ["cw", "ccw"], frame_index=4)
+    assert abs(estimate_roll(box_cut.image)[0]) < 1.0
+    # estimate_roll > 0: rows run down to the right, as on a plate turned clockwise on the screen.
+    assert estimate_roll(cw.image)[0] == pytest.approx(TURN_DEGREES, abs=1.5)
+    assert estimate_roll(ccw.image)[0] == pytest.approx(-TURN_DEGREES, abs=1.5)
+    assert cw.frame_index == ccw.frame_index == 4 and cw.box == box_cut.box
+    # A box too tall for a plate turned that far has no turned cut.
+    assert len(plate_cuts(frame, (250.0, 150.0, 300.0, 250.0), (192, 64), 0.15, ["cw", "ccw"])) == 1
+
+
+def _one_hot_read(text: str, p: float, charset: str = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", rows: int = 8,
+                  **fields: object) -> PlateRead:
+    """A read as the OCR gives it: each position ``p`` on its symbol (end token after the text), the rest spread."""
+    probs = np.full((rows, len(charset) + 1), (1.0 - p) / len(charset), np.float32)
+    for i, symbol in enumerate([charset.index(c) + 1 for c in text] + [0] * (rows - len(text))):
+        probs[i, symbol] = p
+    ((read_text, confidence, chars),) = decode_greedy(probs[None], charset)
+    return PlateRead(read_text, confidence, chars, probs, **fields)  # type: ignore[arg-type]
+
+
+def test_views_of_a_plate_are_voted_into_one_read() -> None:
+    charset = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    # Certain views that agree give the read itself, on the OCR's own scale (the model is trained with label
+    # smoothing 0.1: a certain symbol scores 0.9 + 0.1 / 37), so its confidence compares with one read's.
+    certain = 0.9 + 0.1 / 37
+    one = _one_hot_read("AB1", certain)
+    same = combine_views([one, _one_hot_read("AB1", certain)], charset)
+    assert same.text == "AB1" and same.confidence == pytest.approx(one.confidence, rel=1e-5)
+    assert np.allclose(same.char_probs, one.char_probs, atol=1e-6)  # type: ignore[arg-type]
+    first = _one_hot_read("AB1", 0.85, box=(1.0, 2.0, 3.0, 4.0), frame_index=9)
+    # Two views of AB1 outvote one surer view of AB7 (the most confident read alone would be AB7), and the
+    # vote's text is what its distributions decode to, with the box and frame of the first view (the box cut).
+    voted = combine_views([first, _one_hot_read("AB7", 0.95), _one_hot_read("AB1", 0.85)], charset)
+    assert voted.text == "AB1" and voted.box == (1.0, 2.0, 3.0, 4.0) and voted.frame_index == 9
+    assert 0.0 < voted.confidence < first.confidence  # the disagreement costs confidence
+    assert decode_greedy(voted.char_probs[None], charset)[0][0] == "AB1"  # type: ignore[index]
+    # The length is voted too: one view that reads a character more loses to two that agree.
+    assert combine_views([_one_hot_read("AB12", 0.9), first, _one_hot_read("AB1", 0.8)], charset).text == "AB1"
+    assert combine_views([first], charset) is first
+    grouped = combine_view_groups([first, _one_hot_read("CD2", 0.9), _one_hot_read("CD2", 0.9)], [1, 2], charset)
+    assert [r.text for r in grouped] == ["AB1", "CD2"]
     with pytest.raises(ValueError, match="do not split"):
-        most_confident(reads, [2, 2])
+        combine_view_groups([first, first, first], [2, 2], charset)
+    with pytest.raises(ValueError, match="no reads"):
+        combine_views([], charset)
 
 
 def test_fit_crop_any_size_image() -> None:

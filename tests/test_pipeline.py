@@ -14,6 +14,7 @@ from anpr_edge.config import load_config
 from anpr_edge.detector import PlateDetector
 from anpr_edge.ocr import PlateRecognizer
 from anpr_edge.pipeline import PlateReader, load_detector, load_fallback_detector
+from anpr_edge.voting import combine_views
 
 # One box, centre (32, 32), 20 x 10 in model pixels, score 0.6.
 ROWS = np.array([[32, 32, 20, 10, 0.6]], np.float32)
@@ -107,12 +108,13 @@ def test_no_fallback_for_a_fixed_size_model_or_for_the_daemon(tmp_path: Path) ->
     dynamic = constant_detector(tmp_path / "dynamic.onnx", ROWS, size=None)
     config = load_config(_config(tmp_path, dynamic))
     assert PlateReader.from_config(config).fallback is not None
-    assert PlateReader.from_config(config, fallback=False).fallback is None
+    assert PlateReader.from_config(config, photos=False).fallback is None
 
 
-def test_each_plate_is_read_in_every_cut_and_its_most_confident_read_kept(tmp_path: Path) -> None:
+def test_each_plate_is_read_in_every_cut_and_the_cuts_voted_into_one_read(tmp_path: Path) -> None:
     # A mid-grey plate on a white wall: the brightness OCR reads 'A' more surely the more wall a cut holds, so
-    # the wide cut wins over the box cut, in `read` and in the daemon's `read_detections` alike.
+    # the wide cut reads it surer than the box cut; the plate's read is their vote, in `read` and in the
+    # daemon's `read_detections` alike.
     image = np.full((200, 200, 3), 255, np.uint8)
     image[80:120, 60:140] = 140
     backend = create_backend("onnxruntime", constant_detector(tmp_path / "d.onnx", ROWS, size=None))
@@ -125,17 +127,23 @@ def test_each_plate_is_read_in_every_cut_and_its_most_confident_read_kept(tmp_pa
     cuts = with_cuts.cuts(image, box)
     assert len(cuts) == 2  # nothing tilted: the box cut and the wide one
     box_read, wide_read = recognizer.read_crops(cuts)
-    assert wide_read.confidence > box_read.confidence
+    assert box_read.text == wide_read.text == "A" and wide_read.confidence > box_read.confidence
 
     ((plain,),) = one_cut.read([image])
-    ((best,),) = with_cuts.read([image])
+    ((voted,),) = with_cuts.read([image])
     assert plain.confidence == pytest.approx(box_read.confidence)
-    assert best.text == "A" and best.confidence == pytest.approx(wide_read.confidence)
-    assert np.array_equal(best.crop_image, cuts[1].image)
+    expected = combine_views([box_read, wide_read], recognizer.charset)
+    assert (voted.text, voted.confidence) == (expected.text, pytest.approx(expected.confidence))
+    assert np.allclose(voted.char_probs, expected.char_probs)  # type: ignore[arg-type]
+    assert voted.text == "A"
+    assert np.array_equal(voted.crop_image, cuts[0].image)  # the box cut is the plate's crop
     (daemon,) = with_cuts.read_detections(image, detections, camera_id="cam", frame_index=3)
-    assert daemon.confidence == pytest.approx(wide_read.confidence) and daemon.frame_index == 3
+    assert daemon.confidence == pytest.approx(voted.confidence) and daemon.frame_index == 3
     assert with_cuts.with_formats(()).extra_cuts == ("wide", "level")
-    assert PlateReader.from_config(load_config(_config(tmp_path, tmp_path / "d.onnx"))).extra_cuts == ()
+    # Photos are read in crop.photo_cuts, the daemon's frames in crop.extra_cuts.
+    config = load_config(_config(tmp_path, tmp_path / "d.onnx"))
+    assert PlateReader.from_config(config).extra_cuts == ("wide", "cw", "ccw")
+    assert PlateReader.from_config(config, photos=False).extra_cuts == ()
 
 
 def test_a_plate_cut_by_the_photo_border_comes_after_the_whole_ones_however_sure(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ and any label CSV given (``file,text,xmin,ymin,xmax,ymax`` or the tutorials' ``f
 - **Plate crops with text** (the shared crop sets' fixed validation splits, the fr-plate-scenes test set
   cut at its labelled boxes, a CSV's rows): the OCR through the runtime path. Each crop is made as the
   runtime makes it (``ocr_eval.runtime_cuts``: a crop image fitted whole, a scene cut at its box with the
-  configured padding, plus the configured ``crop.extra_cuts``, the most confident read kept) and read alone
+  configured padding, plus the configured ``crop.photo_cuts``, their reads voted into one) and read alone
   (one batch per plate, as a frame with one plate is). Exact match, character error rate (Levenshtein
   distance / label length) and ms per plate (median, p95).
 - **Full images with boxes** (the shared scene sets' val splits and the fr-plate-scenes test set; a CSV
@@ -228,14 +228,14 @@ def evaluate_crops(name: str, items: Sequence[LabeledImage], reader: PlateReader
     """Ours and each baseline on the same plate regions of ``items``, one crop at a time.
 
     Ours reads the runtime's cuts (``ocr_eval.runtime_cuts``: the region fitted to the model's input size, and
-    the configured ``crop.extra_cuts``; the most confident read counts, as at run time).
+    the configured ``crop.photo_cuts``, voted into one read as `anpr-edge read` does).
     The baselines read the same region at the image's own resolution (``native_crop``: general OCRs do
     their own resizing, and the fitted 192x64 crop's replicated borders cost them reads), or with
     ``baseline_input="runtime"`` the very same pixels as ours. With ``formats`` (the region's plate
     formats), our reads are also scored with them applied.
     """
-    from anpr_edge.ocr import most_confident
     from anpr_edge.ocr_eval import runtime_cuts
+    from anpr_edge.voting import combine_views
     from anpr_edge.train.datasets import read_image
 
     if baseline_input not in BASELINE_INPUTS:
@@ -258,12 +258,11 @@ def evaluate_crops(name: str, items: Sequence[LabeledImage], reader: PlateReader
         crops.append((item.text, ours, theirs))
     for truth, cuts, _ in _progress(crops, f"{name}: ours", progress):
         began = time.perf_counter()
-        cut_reads = recognizer.read_images(cuts)
-        (read,) = most_confident(cut_reads, [len(cuts)])
+        read = combine_views(recognizer.read_images(cuts), recognizer.charset)
         ms = (time.perf_counter() - began) * 1000.0
         result.ours.add(truth, [(read.text, read.confidence)], ms)
         if regional is not None and result.ours_formats is not None:
-            (formatted,) = most_confident(regional.format_reads(cut_reads), [len(cuts)])
+            (formatted,) = regional.format_reads([read])
             result.ours_formats.add(truth, [(formatted.text, formatted.confidence)], ms)
     for baseline in baselines:
         score = result.baselines[baseline.name]

@@ -46,7 +46,7 @@ def cmd_bench_passages(args: argparse.Namespace) -> int:
     if args.clips == 0 and not args.traffic:
         raise ConfigError("bench-passages: nothing to do (--clips 0 and no --traffic)")
     config = bench_config(args.config, args.threads)
-    reader = PlateReader.from_config(config, fallback=False)  # a missing model is a clear error before any clip is made
+    reader = PlateReader.from_config(config, photos=False)  # a missing model is a clear error before any clip is made
     seeds = tuple(dict.fromkeys(args.seed))
     seed = seeds[0] if len(seeds) == 1 else seeds
     report = PassageBenchReport(clips=0, seed=seed)

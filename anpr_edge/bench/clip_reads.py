@@ -174,15 +174,14 @@ def read_passages(recognizer: PlateRecognizer, config: AppConfig, passages: Sequ
     """``recognizer`` reads every crop; each passage's reads are voted as ``PassageBuilder`` votes them: read by
     read until the vote is settled (``voting.settle_*``), and over all of them. One result list per weighting
     (``WEIGHTINGS``), all over the same reads."""
-    from anpr_edge.ocr import most_confident
     from anpr_edge.passages import formatted_vote
     from anpr_edge.plate_formats import load_formats
-    from anpr_edge.voting import VoteAccumulator, crop_sharpness, is_settled
+    from anpr_edge.voting import VoteAccumulator, combine_view_groups, crop_sharpness, is_settled
 
     formats = load_formats(config.formats.regions, config.formats.custom)
     flat = [crop for p in passages for cuts in p.cut_sets for crop in cuts]
     raw = [read for start in range(0, len(flat), batch) for read in recognizer.read_crops(flat[start : start + batch])]
-    reads = most_confident(raw, [len(cuts) for p in passages for cuts in p.cut_sets])
+    reads = combine_view_groups(raw, [len(cuts) for p in passages for cuts in p.cut_sets], recognizer.charset)
 
     def formatted(vote: Vote | None) -> str | None:
         vote = formatted_vote(vote, recognizer.charset, formats, config.formats)

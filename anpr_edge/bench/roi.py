@@ -156,7 +156,7 @@ def score_modes(config: AppConfig, grid: int, sets: Sequence[tuple[str, Sequence
     from anpr_edge.pipeline import PlateReader, best_first
     from anpr_edge.read_eval import evaluate_read
 
-    reader = PlateReader.from_config(config, fallback=False)
+    reader = PlateReader.from_config(config, photos=False)
     results = []
     for mode in MODES + (("tiles",) if tiles > 1 else ()):
         result = ModeResult(grid, mode, tiles if mode == "tiles" else 1)
@@ -221,7 +221,7 @@ def cmd_bench_roi(args: argparse.Namespace) -> int:
 
     config = eval_config(load_config(args.config) if args.config else default_config(), threads=args.threads,
                          input_size=None, backend=None)
-    reader = PlateReader.from_config(config, fallback=False)  # a missing model is a clear error first
+    reader = PlateReader.from_config(config, photos=False)  # a missing model is a clear error first
     settings = {"grids": args.grids, "threads": config.inference.threads, "limit": args.limit,
                 "backend": backend_name(reader.detector.backend), "detector_px": reader.detector.input_size,
                 "detector_confidence": reader.detector.confidence, "models": model_versions(reader)}

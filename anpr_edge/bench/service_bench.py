@@ -875,7 +875,7 @@ def cmd_bench_service(args: argparse.Namespace) -> int:
     base = load_config(args.config) if args.config else default_config()
     threads = args.threads if args.threads is not None else base.inference.threads
     config = with_input_size(bench_config(args.config, threads), args.input_size)
-    reader = PlateReader.from_config(config, fallback=False)  # a missing model is a clear error before any clip is made
+    reader = PlateReader.from_config(config, photos=False)  # a missing model is a clear error before any clip is made
     options = ClipOptions(width=args.width, height=args.height, fps=args.fps)
     clips = prepare_clips(args.cameras * args.rounds, seed=args.seed, options=options)
     settings = {"cameras": args.cameras, "rounds": args.rounds, "seed": args.seed, "width": args.width,

@@ -85,7 +85,7 @@ def sweep_sizes(config: AppConfig, sizes: Sequence[int], sets: Sequence[tuple[st
     results = []
     for size in sizes:
         sized = eval_config(config, threads=config.inference.threads, input_size=size, backend=None)
-        reader = PlateReader.from_config(sized, fallback=False)
+        reader = PlateReader.from_config(sized, photos=False)
         result = SizeResult(size)
 
         def read(image: np.ndarray, reader: PlateReader = reader, result: SizeResult = result) -> list[PlateRead]:

@@ -8,8 +8,8 @@ What is timed (``time.perf_counter`` around the functions the daemon calls, in t
 - **detect**: ``PlateDetector.detect`` on the frame (letterbox, model, NMS);
 - **crop**: ``PlateReader.cuts`` for each detection that still needs reading: the box cut and the configured
   ``crop.extra_cuts`` (frames with such crops);
-- **ocr**: ``PlateReader.read_cut_sets`` on those cuts, one batch per frame, each plate's most confident read
-  kept (frames with crops);
+- **ocr**: ``PlateReader.read_cut_sets`` on those cuts, one batch per frame, each plate's cuts voted into one
+  read (frames with crops);
 - **track_vote**: ``PassageBuilder.reads_needed`` + ``PassageBuilder.update`` (tracking, voting, formats,
   and building the events due, crops JPEG-encoded included);
 - **publish**: the daemon's ``EventRouter`` per event, with an ``MqttPublisher`` whose store-and-forward
@@ -514,7 +514,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     base = load_config(args.config) if args.config else default_config()
     config = bench_config(base, source.resolve(), threads=args.threads, backend=args.backend,
                           input_size=args.input_size)
-    reader = PlateReader.from_config(config, fallback=False)
+    reader = PlateReader.from_config(config, photos=False)
     from anpr_edge.service import model_versions
 
     publish_mode = "none" if args.no_publish else (

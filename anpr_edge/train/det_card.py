@@ -33,9 +33,10 @@ def evaluate_detector(onnx: Path, *, input_size: int, threads: int = 1, ocr: Pat
                                                 threads=threads))
     defaults = default_config()
     models = defaults.models.model_copy(update={"detector": defaults.models.detector.model_copy(update={"path": onnx})})
-    # The second look `anpr-edge read` takes by default, at the default fallback size.
+    # The second look `anpr-edge read` takes by default, at the default fallback size, and its views of each plate.
     fallback = load_fallback_detector(defaults.model_copy(update={"models": models}), detector)
-    reader = PlateReader(detector, recognizer, padding=defaults.crop.padding, fallback=fallback)
+    reader = PlateReader(detector, recognizer, padding=defaults.crop.padding, extra_cuts=defaults.crop.photo_cuts,
+                         fallback=fallback, fallback_below=defaults.models.detector.fallback_below)
     return [evaluate_read(name, scenes, lambda image: reader.read([image])[0]) for name, scenes in shared_scene_sets()]
 
 
@@ -66,7 +67,13 @@ def write_model_card(options: DetTrainOptions, run_dir: Path, onnx: Path, *, hou
     epochs = int(history[-1]["epoch"]) if history else 0
     reproduce = (f"anpr-edge train-detector --minutes {options.minutes:g} --imgsz {options.imgsz} "
                  f"--batch {options.batch} --optimizer {options.optimizer}")
+    if options.multi_scale:
+        reproduce += f" --multi-scale {options.multi_scale:g}"
     lineage = ""
+    sizes = ""
+    if options.multi_scale:
+        low, high = options.imgsz * (1 - options.multi_scale), options.imgsz * (1 + options.multi_scale)
+        sizes = f", each batch drawn at a random size of {low:.0f}-{high:.0f} px (`--multi-scale {options.multi_scale:g}`)"
     if options.init_weights is not None:
         reproduce += f" --init-weights {options.init_weights}"
         if prior is not None:
@@ -89,7 +96,7 @@ ONNX Runtime, letterbox, OpenCV NMS, fixed-size crop, the bundled OCR `engines/o
 - Architecture: ultralytics `{options.model}` (YOLO11 nano), one class `plate`, trained **from scratch** (no
   pretrained weights are reachable offline){params}. ONNX opset 17, dynamic batch and input size, classic
   output `(batch, 5, anchors)` decoded by `anpr_edge/detector.py`; {size_mb:.1f} MB.
-- Training size {options.imgsz} px (letterboxed square); the runtime size is `models.detector.input_size`
+- Training size {options.imgsz} px (letterboxed square){sizes}; the runtime size is `models.detector.input_size`
   (default: the training size from the model's metadata).
 - Training: {epochs} epochs in {hours * 60:.0f} minutes on {machine()} (CPU only: no GPU was available),
   batch {options.batch}, {options.optimizer} optimizer, ultralytics' default augmentation (mosaic, HSV, scale,
@@ -116,7 +123,8 @@ pessimistic (a spot-check of the FPs is in the notes below). Exact match is end 
 OCR; the image's most confident read against its label) where the labels have text (fr only). Times are
 `PlateReader.read` per image, decoding excluded, as `anpr-edge read` runs by default: a photo in which the
 first pass finds no plate, or only plates that read below `models.detector.fallback_below`, is looked at again
-at `models.detector.fallback_size` (the daemon does not do this).
+at `models.detector.fallback_size` (the daemon does not do this), and each plate is read in the views of
+`crop.photo_cuts` ({", ".join(["box"] + list(default_config().crop.photo_cuts))}), voted into one read.
 
 {format_table(reports)}
 
