@@ -462,10 +462,9 @@ def cmd_eval_ocr(args: argparse.Namespace) -> int:
 
     config = _config(args.config)
     if args.model:
-        config = config.model_copy(update={"models": config.models.model_copy(update={
-            "ocr": config.models.ocr.model_copy(update={"path": Path(args.model).resolve()})})})
         if not Path(args.model).is_file():
             raise ConfigError(f"--model: file not found: {args.model}")
+        config = config.with_ocr_model(Path(args.model).resolve())
     recognizer = load_recognizer(config)
     if args.train_splits and not args.shared:
         raise ConfigError("eval-ocr: --train-splits goes with --shared")

@@ -765,6 +765,11 @@ class AppConfig(Section):
             updates["models"] = self.models.model_copy(update={"detector": detector})
         return self.model_copy(update=updates) if updates else self
 
+    def with_ocr_model(self, path: Path) -> AppConfig:
+        """This config reading with the OCR model at ``path`` (a command's ``--model``)."""
+        return self.model_copy(update={"models": self.models.model_copy(
+            update={"ocr": self.models.ocr.model_copy(update={"path": path})})})
+
     @property
     def detector_floor(self) -> float:
         """The lowest detector threshold any enabled camera asks for: the shared detector runs at it and

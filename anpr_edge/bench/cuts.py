@@ -178,8 +178,7 @@ def cmd_bench_cuts(args: argparse.Namespace) -> int:
     if args.model:
         if not Path(args.model).is_file():
             raise ConfigError(f"--model: file not found: {args.model}")
-        config = config.model_copy(update={"models": config.models.model_copy(update={
-            "ocr": config.models.ocr.model_copy(update={"path": Path(args.model).resolve()})})})
+        config = config.with_ocr_model(Path(args.model).resolve())
     recognizer = load_recognizer(config)
     selection = [f"{name}:val" for name in OcrTrainConfig().data.real_sets]
     views = list(VIEWS)

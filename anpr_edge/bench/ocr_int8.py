@@ -108,8 +108,7 @@ def cmd_quantize_ocr(args: argparse.Namespace) -> int:
     if output.resolve() == model.resolve():
         raise ConfigError(f"--output {output} is the model itself: write the INT8 copy elsewhere")
     config = load_config(args.config) if args.config else default_config()
-    config = config.model_copy(update={"models": config.models.model_copy(
-        update={"ocr": config.models.ocr.model_copy(update={"path": model})})})
+    config = config.with_ocr_model(model)
     folders = resolve_calibration_folders(args.images, not args.no_bundled)
     batches, summary = calibration_source(config, folders)
     crops = take_crops(batches("ocr"), args.max_crops)
