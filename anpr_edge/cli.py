@@ -466,9 +466,11 @@ def cmd_eval_ocr(args: argparse.Namespace) -> int:
             raise ConfigError(f"--model: file not found: {args.model}")
         config = config.with_ocr_model(Path(args.model).resolve())
     recognizer = load_recognizer(config)
-    if args.train_splits and not args.shared:
-        raise ConfigError("eval-ocr: --train-splits goes with --shared")
-    sets: list[tuple[str, list[Any]]] = (shared_eval_sets(recognizer.charset, train_splits=args.train_splits)
+    if (args.train_splits or args.published_labels) and not args.shared:
+        flag = "--train-splits" if args.train_splits else "--published-labels"
+        raise ConfigError(f"eval-ocr: {flag} goes with --shared")
+    sets: list[tuple[str, list[Any]]] = (shared_eval_sets(recognizer.charset, train_splits=args.train_splits,
+                                                          corrected=not args.published_labels)
                                          if args.shared else [])
     for csv_path in args.labels:
         labels = datasets.read_labels(Path(csv_path), charset=recognizer.charset)
@@ -764,6 +766,10 @@ def build_parser() -> argparse.ArgumentParser:
     eval_ocr.add_argument("--train-splits", action="store_true",
                           help="with --shared: also each training set's train split (the crops the model trained "
                           "on; the gap to the validation split is how much it fits only what it has seen)")
+    eval_ocr.add_argument("--published-labels", action="store_true",
+                          help="with --shared: score against the sets' labels exactly as published, without the "
+                          "project's corrections of labels the images contradict (anpr_edge/train/"
+                          "label_corrections.csv)")
     eval_ocr.add_argument("--model", metavar="ONNX", help="OCR model (default: from --config or the bundled one)")
     eval_ocr.add_argument("--config", metavar="FILE", help="YAML config (crop padding, model path)")
     eval_ocr.add_argument("--failures", metavar="DIR", help="write each misread crop to DIR/<set>/")

@@ -190,16 +190,20 @@ def format_table(
     return "\n".join(lines)
 
 
-def shared_eval_sets(charset: str, names: Sequence[str] | None = None,
-                     train_splits: bool = False) -> list[tuple[str, list[LabeledImage]]]:
+def shared_eval_sets(charset: str, names: Sequence[str] | None = None, train_splits: bool = False,
+                     corrected: bool = True) -> list[tuple[str, list[LabeledImage]]]:
     """The fixed evaluation sets (all shared sets, or ``names``): each training set's validation split,
     and every test set whole; with ``train_splits``, each training set's train split too (``<set>:train``,
-    what a model trained on: its gap to the validation split is how much it fits its own crops only)."""
+    what a model trained on: its gap to the validation split is how much it fits its own crops only).
+    ``corrected=False``: the labels exactly as published, without the project's label corrections."""
     sets = []
     for shared in datasets.SHARED_SETS.values():
         if names is not None and shared.name not in names:
             continue
-        labels = datasets.load_shared(shared.name, charset=charset)
+        labels = datasets.load_shared(shared.name, charset=charset, corrected=corrected)
+        if labels.corrected:
+            log.info("%s: %d published labels corrected (%s)", shared.name, len(labels.corrected),
+                     datasets.LABEL_CORRECTIONS.name)
         items = labels.items if shared.role == "test" else labels.split()[1]
         if not items:
             reason = labels.skipped[0][1] if labels.skipped else "no rows"

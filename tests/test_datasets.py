@@ -23,12 +23,15 @@ from anpr_edge.ocr import DEFAULT_CHARSET
 from anpr_edge.train.dataset_cli import register
 from anpr_edge.train.datasets import (
     SHARED_SETS,
+    LabelCorrection,
     LabeledImage,
+    apply_corrections,
     canonical_text,
     clip_box,
     cut_crops,
     datasets_root,
     jitter_box,
+    label_corrections,
     load_shared,
     precut_crop,
     read_labels,
@@ -355,5 +358,51 @@ def test_real_shared_sets_match_their_readmes(capsys: pytest.CaptureFixture[str]
     listed = {r["name"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     assert listed["fr-plate-scenes"]["test"] == 85 and listed["fr-plate-scenes"]["train"] == 0
     assert listed["cn-plate-crops"]["skipped"] == 0
+    assert listed["br-plate-crops"]["corrected"] == sum(c.set_name == "br-plate-crops" for c in label_corrections())
     assert listed["cn-plate-crops"]["train"] + listed["cn-plate-crops"]["val"] == 1000
     assert listed["us-nyc-plate-crops"]["train"] + listed["us-nyc-plate-crops"]["val"] == 2012
+
+
+# ------------------------------------------------------------------------------------ label corrections
+def test_a_correction_replaces_the_published_label_and_the_split_follows_the_real_text(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("a.png", "b.png", "c.png"):
+        make_image(tmp_path / "set" / name, 90, 30)
+    labels = read_labels(write_csv(tmp_path / "set" / "labels.csv",
+                                   "file,text,xmin,ymin,xmax,ymax\na.png,DZY9352,,,,\nb.png,ABC123,,,,\n"
+                                   "c.png,XYZ999,,,,\n"), name="set")
+    # Published texts and corrections chosen so the split moves: the crop joins its real plate's split.
+    assert split_of("DZY9352") != split_of("DZV9351")
+    corrections = [
+        LabelCorrection("set", "a.png", "DZY9352", "DZV9351", "third letter is a V"),
+        LabelCorrection("set", "c.png", "XYZ990", "XYZ991", "label changed upstream since"),
+        LabelCorrection("set", "gone.png", "AAA111", "AAA112", "file removed upstream"),
+    ]
+    with caplog.at_level("WARNING"):
+        apply_corrections(labels, corrections)
+    by_file = {item.path.name: item for item in labels.items}
+    assert (by_file["a.png"].text, by_file["a.png"].published_text) == ("DZV9351", "DZY9352")
+    assert (by_file["b.png"].text, by_file["b.png"].published_text) == ("ABC123", None)
+    assert (by_file["c.png"].text, by_file["c.png"].published_text) == ("XYZ999", None)  # stale: not applied
+    assert labels.corrected == corrections[:1]
+    train, val = labels.split()
+    assert by_file["a.png"] in (val if split_of("DZV9351") == "val" else train)
+    assert "c.png" in caplog.text and "XYZ990" in caplog.text and "gone.png" in caplog.text
+
+
+def test_the_committed_label_corrections_are_well_formed_and_apply_to_the_shared_sets() -> None:
+    corrections = label_corrections()
+    assert corrections, "the corrections file is empty"
+    assert len({(c.set_name, c.file) for c in corrections}) == len(corrections)
+    for c in corrections:
+        assert c.set_name in SHARED_SETS and SHARED_SETS[c.set_name].role == "train", c
+        assert c.published != c.corrected and set(c.corrected) <= set(DEFAULT_CHARSET) and c.evidence, c
+    root = _shared_root()
+    for name in {c.set_name for c in corrections}:
+        published = load_shared(name, root=root, corrected=False)
+        corrected = load_shared(name, root=root)
+        # Every correction of the set applied (none stale), and only the rows it names changed.
+        assert sorted(c.file for c in corrected.corrected) == sorted(c.file for c in corrections if c.set_name == name)
+        changed = {(a.text, b.text) for a, b in zip(published.items, corrected.items) if a != b}
+        assert changed == {(c.published, c.corrected) for c in corrections if c.set_name == name}

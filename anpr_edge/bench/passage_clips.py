@@ -116,7 +116,9 @@ def plate_sources(root: Path | None = None, *, min_plate_px: int = 60) -> dict[s
             continue
         items = []
         for item in load_shared(name, root=root).items:
-            if shared.role == "train" and split_of(item.text) != "val":
+            # The pool is the published labels' validation split, so clip sets stay the same across label
+            # corrections (comparable with earlier runs); the truth is the corrected text.
+            if shared.role == "train" and split_of(item.published_text or item.text) != "val":
                 continue  # a plate the OCR trained on
             width = (item.box[2] - item.box[0]) if item.box is not None else image_size(item.path)[0]
             if width >= min_plate_px:

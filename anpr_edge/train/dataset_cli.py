@@ -171,7 +171,7 @@ def cmd_dataset_list(args: argparse.Namespace) -> int:
         else:
             test = []
         _emit({**record, "rows": len(label_set), "train": len(train), "val": len(val), "test": len(test),
-               "skipped": len(label_set.skipped)})
+               "skipped": len(label_set.skipped), "corrected": len(label_set.corrected)})
     return 1 if failed else 0
 
 

@@ -20,7 +20,9 @@ boxes would be off), so the OCR trains on exactly the crops it will see. Nothing
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
+import logging
 import math
 import os
 import re
@@ -45,8 +47,13 @@ FILE_COLUMNS = {"file": "anpr-edge", "files": "attention-ocr"}
 # else outside the charset makes the row a documented skip rather than a silently different label.
 SEPARATORS = frozenset(" \t\r\n\u00a0-_.\u00b7\u2010\u2011\u2012\u2013\u2014\u2022\u30fb")
 SPLIT_SALT = "anpr-edge-split-v1"
+# Labels of the shared sets that the images clearly contradict (found by auditing misreads, one by one):
+# applied by ``load_shared`` unless asked not to, so training and evaluation use what the plate shows.
+LABEL_CORRECTIONS = Path(__file__).with_name("label_corrections.csv")
 DATASETS_ENV = "ANPR_EDGE_DATASETS"
 _REPO_DIR = Path(__file__).resolve().parent.parent.parent
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,13 +61,30 @@ class LabeledImage:
     """One labelled plate: an image file, its normalised text and, for a full scene, the plate box.
 
     ``box`` is (xmin, ymin, xmax, ymax) in pixels of the decoded image, clipped to it; ``None`` when the
-    image already is a plate crop. ``source`` names the set (or CSV) it came from.
+    image already is a plate crop. ``source`` names the set (or CSV) it came from. ``published_text`` is the
+    set's own label where the project corrected it (``LABEL_CORRECTIONS``): the split stays keyed on it, so a
+    correction never moves a plate between train and validation.
     """
 
     path: Path
     text: str
     box: Box | None
     source: str
+    published_text: str | None = None
+
+
+@dataclass(frozen=True)
+class LabelCorrection:
+    """A shared set's label the project found wrong: the crop clearly shows ``corrected``, not ``published``.
+
+    ``file`` is the row's file column; ``evidence`` says what the image shows (see ``LABEL_CORRECTIONS``).
+    """
+
+    set_name: str
+    file: str
+    published: str
+    corrected: str
+    evidence: str
 
 
 @dataclass
@@ -73,6 +97,7 @@ class LabelSet:
     items: list[LabeledImage]
     skipped: list[tuple[int, str]] = field(default_factory=list)
     clipped: list[int] = field(default_factory=list)
+    corrected: list[LabelCorrection] = field(default_factory=list)
     path: Path | None = None
     name: str = ""
     format: str = "anpr-edge"
@@ -351,14 +376,54 @@ def datasets_root() -> Path:
     )
 
 
-def load_shared(name: str, charset: str = DEFAULT_CHARSET, *, root: Path | None = None) -> LabelSet:
-    """The label set of the shared set ``name`` (a key of ``SHARED_SETS``)."""
+def load_shared(
+    name: str, charset: str = DEFAULT_CHARSET, *, root: Path | None = None, corrected: bool = True,
+) -> LabelSet:
+    """The label set of the shared set ``name`` (a key of ``SHARED_SETS``).
+
+    With ``corrected`` (the default) the project's ``LABEL_CORRECTIONS`` of this set replace the published
+    labels they name (``published_text`` keeps the old one); ``corrected=False``
+    gives the set exactly as published.
+    """
     try:
         shared = SHARED_SETS[name]
     except KeyError:
         raise ConfigError(f"unknown shared set {name!r}; known: {', '.join(SHARED_SETS)}") from None
-    return read_labels(shared.labels_path(root), charset=charset, name=name,
-                       drop_leading_symbol=shared.drops_leading_symbol)
+    labels = read_labels(shared.labels_path(root), charset=charset, name=name,
+                         drop_leading_symbol=shared.drops_leading_symbol)
+    if corrected:
+        apply_corrections(labels, [c for c in label_corrections() if c.set_name == name])
+    return labels
+
+
+def label_corrections(path: Path = LABEL_CORRECTIONS) -> list[LabelCorrection]:
+    """The corrections in ``path`` (CSV: ``set,file,published,corrected,evidence``)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [LabelCorrection(row["set"], row["file"], canonical_text(row["published"]),
+                            canonical_text(row["corrected"]), row["evidence"]) for row in rows]
+
+
+def apply_corrections(labels: LabelSet, corrections: Sequence[LabelCorrection]) -> None:
+    """Replace, in place, the text of each item a correction names, when its label is still the published one.
+
+    A correction whose file is gone or whose label changed upstream is not applied (the set was fixed or
+    re-cut: the correction no longer says anything about it) and is logged.
+    """
+    root = labels.path.parent if labels.path is not None else None
+    by_path = {((root / c.file) if root else Path(c.file)): c for c in corrections}
+    for index, item in enumerate(labels.items):
+        correction = by_path.pop(item.path, None)
+        if correction is None:
+            continue
+        if item.text != correction.published:
+            log.warning("%s: label of %s is %r, not the %r a correction expects; correction not applied",
+                        labels.name, correction.file, item.text, correction.published)
+            continue
+        labels.items[index] = dataclasses.replace(item, text=correction.corrected, published_text=item.text)
+        labels.corrected.append(correction)
+    for correction in by_path.values():
+        log.warning("%s: %s has no usable row; its label correction is not applied", labels.name, correction.file)
 
 
 # -------------------------------------------------------------------------------------------- crops

@@ -140,7 +140,7 @@ that command on the exported ONNX model through the runtime path (`PlateRecogniz
 
 ## Data
 - Real (train split of each set, split by plate text with `split_of`: the same plate is never in both
-  splits): {', '.join(config.data.real_sets)} -> {result.samples.get('real_train', 0)} training crops.
+  splits; labels the images contradict corrected by `anpr_edge/train/label_corrections.csv`): {', '.join(config.data.real_sets)} -> {result.samples.get('real_train', 0)} training crops.
 - Synthetic: {result.samples.get('synthetic', 0)} plates (pool v{SYNTH_POOL_VERSION}, seed {config.seed}) from `anpr_edge/train/synth_plates.py` (EU, UK, US, BR,
   Chinese (the province character drawn, not labelled), Tunisian (the Arabic words drawn, labelled T and N) and generic layouts, one- and two-line, with perspective (a tenth seen 30-60 degrees from the side), blur, noise, JPEG, low light, IR, dirt and
   occlusion; text faces plus sign and plate lettering: Highway Gothic, DIN 1451, Bebas Neue, and the French
