@@ -418,7 +418,8 @@ class EventsConfig(Section):
         ge=0.0,
         le=86_400.0,
         description="A passage with the same text within this many seconds of the last sighting of an earlier "
-        "one on the camera is the same car (lost and found again, idling at a barrier) and is not reported.",
+        "one on the camera is the same car (lost and found again, idling at a barrier) and is not reported; so is "
+        "one that appears, within it, where a standing plate was lost, unless both read surely and differently.",
     )
     dedup_max_distance: int = Field(
         1, ge=0, le=3, description="Edit distance up to which two texts count as the same for deduplication."

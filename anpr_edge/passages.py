@@ -14,7 +14,10 @@ car entering or leaving the view) read part of its text: they never settle a vot
 only while the passage has no read of the whole plate. Before it is sent the voted text goes through the plate formats and the
 allow/deny lists, and through the per-camera deduplication: a text seen again within
 ``events.dedup_window_s`` of the last sighting of the same text (a car idling at a barrier whose track was
-lost and found again) is the same car and is not reported; after the window it is a new passage.
+lost and found again) is the same car and is not reported; after the window it is a new passage. A plate
+too hard to read gives another text each time it is found again, so a car standing still whose track was
+lost is also recognised by place: a track that appears, within the window, where such a standing plate
+vanished, is the same car unless both read confidently and differently (``_reappeared``).
 
 ``reads_needed`` tells the caller which detections still need the OCR: none of a settled track when
 ``voting.stop_reading_when_settled`` (adaptive compute).
@@ -136,6 +139,7 @@ class _Passage:
     stale: bool = False  # reads added since ``vote`` was computed
     done: bool = False  # its event was emitted, or it was found to be a duplicate / not worth one
     text: str | None = None  # the text it was reported (or suppressed) with, for deduplication
+    confidence: float | None = None  # the published confidence of that text
     best_read: _Best | None = None
     best_seen: _Best | None = None
     # Short tracks that ended just before this one started, near where it started: probably the same
@@ -154,6 +158,12 @@ FRAGMENT_MAX_DISTANCE = 2
 FRAGMENT_MAX_SHIFT = 3.0
 # How long an ended passage is remembered as one a short track may be the tail of (see ``_tail_of``).
 TAIL_MEMORY_S = 60.0
+# A track whose first box overlaps a lost standing plate's last box this much appeared where it vanished.
+REAPPEARED_IOU = 0.5
+# A plate moved less than this many plate widths in its last second in view: it was standing still.
+STANDING_SHIFT = 0.25
+# Below this published confidence (the chance the text is right) a text is no evidence of another car.
+SURE_CONFIDENCE = 0.5
 
 
 def _widths_apart(a: tuple[float, float], a_box: Box, b: tuple[float, float], b_box: Box) -> float:
@@ -375,10 +385,12 @@ class PassageBuilder:
                     fragment.done = True
                     continue
                 due += self._finish(fragment, final=True)
+                self._ended.append(fragment)
         if now is not None:
             # A tail starts within fragment_hold_s of its passage's end and is released fragment_hold_s after
-            # its own, a few detections later: a minute covers that at any frame rate.
-            keep = max(TAIL_MEMORY_S, 2 * self.tracking.fragment_hold_s)
+            # its own, a few detections later: a minute covers that at any frame rate. A car found again where
+            # it stood is looked for over the dedup window.
+            keep = max(TAIL_MEMORY_S, 2 * self.tracking.fragment_hold_s, self.events.dedup_window_s)
             self._ended = [p for p in self._ended if now - p.track.last_seen <= keep]
         return due
 
@@ -542,8 +554,8 @@ class PassageBuilder:
                 return []
             return [self._event(passage, track, vote, None, reason)]
         assert vote is not None
-        passage.text = vote.text
-        duplicate = self._is_duplicate(vote.text, track.first_seen)
+        passage.text, passage.confidence = vote.text, vote.confidence
+        duplicate = self._is_duplicate(vote.text, track.first_seen) or self._reappeared(track, vote)
         self._remember(vote.text, track.last_seen)
         if duplicate:
             return []
@@ -613,6 +625,25 @@ class PassageBuilder:
             for seen, last_seen in self._recent.items()
         )
 
+    def _reappeared(self, track: Track, vote: Vote) -> bool:
+        """The track is a car found again where it stood: within ``events.dedup_window_s`` after a reported
+        passage's plate was lost in view while standing still, it first appeared where that plate was last
+        seen, and the two texts may be the same plate (one is more likely wrong than right, or they are at
+        most two edits apart). An idling car whose plate the detector misses for seconds and the OCR misreads
+        differently each time would otherwise be reported again; a car that drives up to the spot was
+        followed from further away, so its track starts elsewhere."""
+        for ended in self._ended:
+            old = ended.track
+            gap = track.first_seen - old.last_seen
+            if (ended.text is None or not 0 < gap <= self.events.dedup_window_s
+                    or old.missed <= self.tracking.max_age or not _standing(old)):
+                continue
+            overlap = float(iou_matrix(np.asarray(old.box)[None, :], np.asarray(track.first_box)[None, :])[0, 0])
+            weak = min(vote.confidence, ended.confidence if ended.confidence is not None else 0.0) < SURE_CONFIDENCE
+            if overlap >= REAPPEARED_IOU and _may_be_same_plate(vote.text, ended.text, weak=weak):
+                return True
+        return False
+
     def _remember(self, text: str | None, last_seen: float) -> None:
         if text:
             self._recent[text] = max(self._recent.get(text, last_seen), last_seen)
@@ -624,6 +655,16 @@ class PassageBuilder:
                       + [p.track.first_seen for p in self._held])
         window = self.events.dedup_window_s
         self._recent = {t: seen for t, seen in self._recent.items() if horizon - seen <= window}
+
+
+def _standing(track: Track) -> bool:
+    """The plate hardly moved in its last second in view (an idling car), by its recent detections."""
+    recent = [p for p in track.history if track.last_seen - p.timestamp <= 1.0]
+    if len(recent) < 2:
+        return False
+    centres = np.array([((p.box[0] + p.box[2]) / 2.0, (p.box[1] + p.box[3]) / 2.0) for p in recent])
+    width = max(track.box[2] - track.box[0], 1.0)
+    return float(np.linalg.norm(centres - centres[-1], axis=1).max()) / width <= STANDING_SHIFT
 
 
 def _box(values: Sequence[float] | np.ndarray) -> Box:

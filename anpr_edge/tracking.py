@@ -5,7 +5,8 @@ per frame, so a plate that grows as the car approaches is predicted larger). Det
 tracks by ``scipy.optimize.linear_sum_assignment`` on a cost of overlap and centre distance to the
 predicted box, in two stages as in ByteTrack: confident detections first, against every track; then the
 low-confidence ones, which a plate gets when it is small, blurred or half hidden, only against tracks seen
-in the previous frame, and only by overlap. Only a confident detection starts a track; a track is
+in the previous frame, and only by overlap. Only a confident detection starts a track, and not one nested
+with a plate followed in that frame (the same plate boxed twice, with its surroundings); a track is
 confirmed after ``min_hits`` detections and ends after ``max_age`` frames unseen (an occlusion shorter
 than that keeps its id), or at once when its predicted box has left the frame.
 
@@ -38,6 +39,8 @@ MAX_SCALE_CHANGE = 2.0
 # A track whose predicted box has less than this fraction of its area inside the frame has left.
 MIN_INSIDE = 0.5
 _INFEASIBLE = 1e6
+# Two boxes of one frame whose intersection covers this much of the smaller one are nested: one plate.
+NESTED_OVERLAP = 0.8
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,18 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def overlap_of_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For every box of ``a`` (N, 4) and of ``b`` (M, 4): their intersection over the smaller box's area
+    (1 when one box lies inside the other, whatever their sizes)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    return np.where(smaller > 0, w * h / np.maximum(smaller, 1e-12), 0.0)
 
 
 def association_cost(
@@ -303,6 +318,17 @@ class PlateTracker:
             cost = association_cost(predicted[rows], gaps[rows], boxes[low], iou_threshold=cfg.iou_threshold, max_distance=None)
             matches += [(rows[r], int(low[c])) for r, c in _assign(cost)]
         new = [int(det) for det in high if det not in taken_high]
+        # A box nested with a plate followed now (a detection that continues a track in this frame, or the
+        # predicted box of a track seen in the previous one) is that plate boxed twice: the plate, and the
+        # plate with what surrounds it (a grille, a drain grate that looks like a plate, a sign), which NMS
+        # keeps as their IoU is low and the tracker cannot match as its size jumps. It starts no track
+        # (another event for the same car).
+        followed = [boxes[det] for _, det in matches]
+        taken_rows = {row for row, _ in matches}
+        followed += [predicted[r] for r, s in enumerate(self._states) if r not in taken_rows and s.missed == 0]
+        if new and followed:
+            nested = (overlap_of_smaller(boxes[new], np.stack(followed)) >= NESTED_OVERLAP).any(axis=1)
+            new = [det for det, inside in zip(new, nested) if not inside]
         return matches, new
 
 
