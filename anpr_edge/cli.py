@@ -115,10 +115,11 @@ def cmd_read(args: argparse.Namespace) -> int:
 def cmd_ocr(args: argparse.Namespace) -> int:
     from anpr_edge.crop import plate_cuts
     from anpr_edge.pipeline import load_recognizer
-    from anpr_edge.voting import combine_views
+    from anpr_edge.voting import calibrated_read, combine_views
 
     config = _config(args.config)
     recognizer = load_recognizer(config)
+    calibration = recognizer.read_calibration
     reformat = _reformatter(config, recognizer.charset, config.formats.regions)
     explained = 0
 
@@ -132,6 +133,7 @@ def cmd_ocr(args: argparse.Namespace) -> int:
             plate = combine_views(recognizer.read_crops(cuts), recognizer.charset)
             if reformat is not None:
                 plate = reformat(plate)
+            plate = calibrated_read(plate, calibration)
             return {"text": plate.text, "confidence": round(plate.confidence, 4), "format": plate.format}
         from anpr_edge.explain import attention_sheet
 
@@ -141,6 +143,8 @@ def cmd_ocr(args: argparse.Namespace) -> int:
         sheet = folder / f"{explained:04d}_{plate.text or '_'}.png"
         cv2.imwrite(str(sheet), attention_sheet(crop, plate, attention))
         explained += 1
+        # The box cut alone here (its attention is what the sheet shows), mapped as the voted views are.
+        plate = calibrated_read(plate, calibration)
         return {"text": plate.text, "confidence": round(plate.confidence, 4), "explain": str(sheet)}
 
     return _process_files(

@@ -111,10 +111,11 @@ class DetectorConfig(Section):
         "not use it: an approaching car's plate grows in later frames.",
     )
     fallback_below: Probability | None = Field(
-        0.2,
+        0.7,
         description="`anpr-edge read` only: also take the second look (fallback_size) at a photo whose plates "
-        "found at input_size all read below this confidence (a grille found instead of a distant plate, a plate "
-        "too small to read); the boxes it adds are read as well. null: only photos with no plate found.",
+        "found at input_size all read below this confidence, as `read` reports it (the chance the read is right, "
+        "by the OCR model's read calibration) (a grille found instead of a distant plate, a plate too small to "
+        "read); the boxes it adds are read as well. null: only photos with no plate found.",
     )
     confidence: Probability = Field(0.35, description="Minimum detector score for a plate box.")
     iou: Probability = Field(0.5, description="IoU above which overlapping boxes are merged by NMS.")

@@ -8,7 +8,11 @@ Model contract (what the training code exports and this module reads):
 - metadata ``charset``: the characters in symbol order;
 - optional metadata ``vote_calibration``: JSON ``[[score, confidence], ...]``, the map from a track vote's
   score to the published event confidence measured for this model (``anpr-edge fit-calibration --write``);
-  it travels with the model because every model is calibrated differently.
+  it travels with the model because every model is calibrated differently;
+- optional metadata ``read_calibration``: the same kind of map for one plate's read in a photo (its views
+  voted, as ``anpr-edge read`` and ``ocr`` read it), fitted on the validation crops (``anpr-edge
+  fit-calibration --reads --write``): the confidence those commands report. The model is trained with label
+  smoothing, so a sure read's own probability stays far below 1 (about 0.4 for a 7-character plate).
 
 Decoding is greedy: the most probable symbol at each position until the first end token. A read's
 confidence is the probability of that whole sequence under the model (the product of the chosen
@@ -32,6 +36,7 @@ from anpr_edge.voting import Calibration
 DEFAULT_CHARSET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 END = 0
 VOTE_CALIBRATION_KEY = "vote_calibration"
+READ_CALIBRATION_KEY = "read_calibration"
 
 
 def normalize_text(text: str, charset: str = DEFAULT_CHARSET) -> str:
@@ -60,15 +65,16 @@ def decode_greedy(probs: np.ndarray, charset: str) -> list[tuple[str, float, tup
     return results
 
 
-def vote_calibration(metadata: dict[str, str], name: str) -> Calibration | None:
-    """The model's own vote calibration (metadata ``vote_calibration``), or None when it has none."""
-    raw = metadata.get(VOTE_CALIBRATION_KEY)
+def model_calibration(metadata: dict[str, str], name: str, key: str = VOTE_CALIBRATION_KEY) -> Calibration | None:
+    """The model's own calibration stored under ``key`` (``vote_calibration`` or ``read_calibration``), or
+    None when it has none."""
+    raw = metadata.get(key)
     if not raw:
         return None
     try:
         return Calibration(tuple((float(x), float(y)) for x, y in json.loads(raw)))
     except (ValueError, TypeError) as error:
-        raise BackendError(f"{name}: metadata {VOTE_CALIBRATION_KEY!r} is not a valid calibration ({error})") from None
+        raise BackendError(f"{name}: metadata {key!r} is not a valid calibration ({error})") from None
 
 
 class PlateRecognizer:
@@ -85,7 +91,8 @@ class PlateRecognizer:
         self.charset = charset
         _, _, height, width = inputs[0].shape
         self.crop_size: tuple[int, int] = (int(width), int(height))
-        self.vote_calibration = vote_calibration(backend.metadata, backend.path.name)
+        self.vote_calibration = model_calibration(backend.metadata, backend.path.name, VOTE_CALIBRATION_KEY)
+        self.read_calibration = model_calibration(backend.metadata, backend.path.name, READ_CALIBRATION_KEY)
 
     def read_crops(self, crops: Sequence[PlateCrop]) -> list[PlateRead]:
         """One read per crop (crops made by ``crop_plate`` with ``self.crop_size``)."""

@@ -23,7 +23,7 @@ from anpr_edge.plate_formats import (
 )
 from anpr_edge.tracking import iou_matrix
 from anpr_edge.values import Detections, PlateCrop, PlateRead
-from anpr_edge.voting import combine_view_groups
+from anpr_edge.voting import Calibration, calibrated_read, combine_view_groups
 
 log = logging.getLogger("anpr_edge.pipeline")
 
@@ -93,7 +93,8 @@ def load_plate_formats(config: AppConfig) -> tuple[PlateFormat, ...]:
 class PlateReader:
     """Reads every plate in full images: detect, cut fixed-size crops, read them in one OCR batch.
 
-    With ``formats``, each read's text is chosen under them (``plate_formats.format_read``), as the
+    With ``read_calibration``, ``read`` reports each plate's confidence through it (the confidence
+    ``fallback_below`` is compared with). With ``formats``, each read's text is chosen under them (``plate_formats.format_read``), as the
     daemon does for a track's vote, so ``read`` and ``run`` report a plate the same way. With ``fallback``
     (a detector at a larger input size), an image in which ``detector`` finds no plate is looked at again
     with it: small, distant plates in photos.
@@ -113,8 +114,10 @@ class PlateReader:
         trim_leading: bool = True,
         fallback: PlateDetector | None = None,
         fallback_below: float | None = None,
+        read_calibration: Calibration | None = None,
     ) -> None:
         self.detector, self.recognizer, self.padding, self.rectify = detector, recognizer, padding, rectify
+        self.read_calibration = read_calibration
         self.extra_cuts = tuple(extra_cuts)
         self.fallback, self.fallback_below = fallback, fallback_below
         self.formats, self.min_ratio, self.min_unaided_ratio = tuple(formats), min_ratio, min_unaided_ratio
@@ -123,24 +126,28 @@ class PlateReader:
     @classmethod
     def from_config(cls, config: AppConfig, *, photos: bool = True) -> PlateReader:
         """The reader the config describes: for photos (``anpr-edge read`` and its benchmarks) it reads each
-        plate in ``crop.photo_cuts`` and takes the second look (``models.detector.fallback_size``);
+        plate in ``crop.photo_cuts``, takes the second look (``models.detector.fallback_size``) and reports
+        each plate's confidence through the OCR model's ``read_calibration`` (the chance the read is right);
         ``photos=False`` is the reader of the daemon and the video benchmarks: ``crop.extra_cuts``, and the
         detector alone (no second TensorRT plan is built for them)."""
         detector = load_detector(config)
-        return cls(detector, load_recognizer(config), padding=config.crop.padding,
+        recognizer = load_recognizer(config)
+        return cls(detector, recognizer, padding=config.crop.padding,
                    rectify=config.crop.rectify, extra_cuts=config.crop.photo_cuts if photos else config.crop.extra_cuts,
                    formats=load_plate_formats(config), min_ratio=config.formats.min_ratio,
                    min_unaided_ratio=config.formats.min_unaided_ratio,
                    trim_leading=config.formats.trim_leading,
                    fallback=load_fallback_detector(config, detector) if photos else None,
-                   fallback_below=config.models.detector.fallback_below)
+                   fallback_below=config.models.detector.fallback_below,
+                   read_calibration=recognizer.read_calibration if photos else None)
 
     def with_formats(self, formats: Sequence[PlateFormat]) -> PlateReader:
         """The same models reading under other formats (evaluation per region)."""
         return PlateReader(self.detector, self.recognizer, padding=self.padding, rectify=self.rectify,
                            extra_cuts=self.extra_cuts, formats=formats,
                            min_ratio=self.min_ratio, min_unaided_ratio=self.min_unaided_ratio,
-                           trim_leading=self.trim_leading, fallback=self.fallback, fallback_below=self.fallback_below)
+                           trim_leading=self.trim_leading, fallback=self.fallback, fallback_below=self.fallback_below,
+                           read_calibration=self.read_calibration)
 
     def format_reads(self, reads: list[PlateRead]) -> list[PlateRead]:
         """``reads`` under this reader's formats (unchanged without formats)."""
@@ -220,7 +227,7 @@ class PlateReader:
                 owner.append(n)
         per_image: list[list[PlateRead]] = [[] for _ in images]
         for n, plate in zip(owner, self.read_cut_sets(cut_sets, formatted=True)):
-            per_image[n].append(plate)
+            per_image[n].append(calibrated_read(plate, self.read_calibration))
         return per_image
 
 

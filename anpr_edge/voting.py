@@ -191,6 +191,13 @@ def fit_calibration(scores: Sequence[float], correct: Sequence[bool], *, max_poi
     return Calibration(tuple(merged))
 
 
+def calibrated_read(read: PlateRead, calibration: Calibration | None) -> PlateRead:
+    """``read`` with its confidence mapped by ``calibration`` (a model's ``read_calibration``): the chance its
+    text is right, as ``read`` and ``ocr`` report it. Unchanged without a calibration. Per-character
+    confidences and probabilities stay the OCR's own."""
+    return read if calibration is None else replace(read, confidence=calibration(read.confidence))
+
+
 IDENTITY = Calibration(((0.0, 0.0), (1.0, 1.0)))
 # History: for the first bundled OCR (2026-11-22) the un-smoothed score of single reads was calibrated as it
 # is (expected calibration error 0.028 on the 890 validation crops, 0.069 on the French scenes). Votes over

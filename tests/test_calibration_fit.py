@@ -125,3 +125,28 @@ def test_the_bundled_ocr_carries_its_event_confidence_map() -> None:
     calibration = PlateRecognizer(create_backend("onnxruntime", path, threads=1)).vote_calibration
     assert calibration is not None, f"{path}: run anpr-edge fit-calibration --write on it"
     assert calibration(0.5) > 0.5 and calibration(1.0) < 1.0  # votes were under-confident; never certain
+
+
+def test_the_bundled_ocr_carries_its_read_confidence_map() -> None:
+    """`read` and `ocr` report a read's confidence through the model's read map (fit-calibration --reads): a
+    label-smoothed model's sure read has a raw probability near 0.4, which would look like a coin flip."""
+    from anpr_edge.paths import OCR_MODEL, bundled_model
+
+    path = bundled_model(OCR_MODEL)
+    if not path.is_file():
+        pytest.skip("the bundled OCR is not in this checkout")
+    calibration = PlateRecognizer(create_backend("onnxruntime", path, threads=1)).read_calibration
+    assert calibration is not None, f"{path}: run anpr-edge fit-calibration --reads --write on it"
+    assert calibration(0.4) > 0.9 and calibration(0.05) < 0.5 and calibration(1.0) < 1.0
+
+
+def test_reads_mode_arguments_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = bench_json(tmp_path / "run.json", np.random.default_rng(5), n=30)
+    assert main(["fit-calibration", str(runs), "--reads"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["fit-calibration"]) == 2
+    assert "--reads" in capsys.readouterr().err
+    assert main(["fit-calibration", str(runs), "--model", "x.onnx"]) == 2
+    assert "go with --reads" in capsys.readouterr().err
+    assert main(["fit-calibration", "--reads", "--model", str(tmp_path / "nope.onnx")]) == 2
+    assert "nope.onnx" in capsys.readouterr().err

@@ -218,6 +218,33 @@ def test_ocr_json_contract(tmp_path: Path, models: dict[str, Path]) -> None:
     assert records[2]["error"] == "not an image OpenCV can decode (corrupt, truncated or an unsupported format)"
 
 
+def test_read_and_ocr_report_the_models_read_calibration(tmp_path: Path, models: dict[str, Path]) -> None:
+    """With a ``read_calibration`` in the OCR model, ``read`` and ``ocr`` report the mapped confidence (the
+    chance the read is right); ``read`` compares ``models.ocr.min_confidence`` with that, not the raw score."""
+    import shutil
+
+    from anpr_edge.bench.calibration_fit import write_model_calibration
+    from anpr_edge.ocr import READ_CALIBRATION_KEY
+    from anpr_edge.voting import Calibration
+
+    calibrated = dict(models, ocr=tmp_path / "ocr-calibrated.onnx")
+    shutil.copy(models["ocr"], calibrated["ocr"])
+    curve = Calibration(((0.0, 0.1), (0.5, 0.6), (0.9, 0.97), (1.0, 0.98)))
+    write_model_calibration(calibrated["ocr"], curve, READ_CALIBRATION_KEY)
+    config = write_config(tmp_path, calibrated)
+    folder = images_folder(tmp_path)
+    sure = (0.9 + 0.1 / 3) ** 2  # the raw score of test_read_json_contract
+    read = json_lines(cli("read", "--json", "--config", str(config), str(folder / "bright.jpg")).stdout)[0]
+    assert read["plates"][0]["text"] == "A" and read["plates"][0]["confidence"] == pytest.approx(curve(sure), abs=0.01)
+    assert curve(sure) > 0.9 > sure
+    ocr = json_lines(cli("ocr", "--json", "--config", str(config), str(folder / "bright.jpg")).stdout)[0]
+    assert ocr["text"] == "A" and ocr["confidence"] == pytest.approx(curve(sure), abs=0.01)
+    # 0.9 keeps the read: it is compared with the reported confidence (the raw score is below it).
+    config.write_text(config.read_text().replace("ocr: {path:", "ocr: {min_confidence: 0.9, path:"))
+    read = json_lines(cli("read", "--json", "--config", str(config), str(folder / "bright.jpg")).stdout)[0]
+    assert [p["text"] for p in read["plates"]] == ["A"]
+
+
 def make_clip(path: Path, frames: int = 30) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (200, 100))
     for _ in range(frames):
