@@ -295,7 +295,12 @@ def cmd_train_ocr(args: argparse.Namespace) -> int:
     else:
         result = train_ocr(config, resume=args.resume, max_steps=args.max_steps,
                            init_weights=Path(args.init_weights) if args.init_weights else None)
-    card = write_model_card(config, result) if result.onnx is not None else None
+    card = None
+    if result.onnx is not None:
+        # Every exported model gets its read map (the confidence `read` reports) before its card is written.
+        from anpr_edge.bench.calibration_fit import calibrate_model_reads
+
+        card = write_model_card(config, result, read_fit=calibrate_model_reads(result.onnx))
     _emit({"onnx": str(result.onnx), "card": str(card) if card else None, "steps": result.steps,
            "minutes": round(result.seconds / 60, 1), "best_step": result.best_step,
            "exported": "last" if result.final_weights else "best",

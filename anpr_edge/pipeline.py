@@ -132,6 +132,10 @@ class PlateReader:
         detector alone (no second TensorRT plan is built for them)."""
         detector = load_detector(config)
         recognizer = load_recognizer(config)
+        if photos and recognizer.read_calibration is None:
+            log.warning("%s has no read calibration: read reports the OCR's raw probability (about 0.4 for a sure "
+                        "read) and models.detector.fallback_below is compared with it; fit one with anpr-edge "
+                        "fit-calibration --reads --write", recognizer.backend.path.name)
         return cls(detector, recognizer, padding=config.crop.padding,
                    rectify=config.crop.rectify, extra_cuts=config.crop.photo_cuts if photos else config.crop.extra_cuts,
                    formats=load_plate_formats(config), min_ratio=config.formats.min_ratio,

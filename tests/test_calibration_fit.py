@@ -150,3 +150,26 @@ def test_reads_mode_arguments_are_checked(tmp_path: Path, capsys: pytest.Capture
     assert "go with --reads" in capsys.readouterr().err
     assert main(["fit-calibration", "--reads", "--model", str(tmp_path / "nope.onnx")]) == 2
     assert "nope.onnx" in capsys.readouterr().err
+
+
+def test_an_exported_model_gets_its_read_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train-ocr calls calibrate_model_reads on every model it exports: the map is fitted on the judged reads
+    and written as read_calibration; with too few reads nothing is written and None says so."""
+    import anpr_edge.bench.calibration_fit as fitting
+
+    rng = np.random.default_rng(7)
+    scores = rng.uniform(0.0, 0.5, 300)
+    events = [fitting.JudgedEvent(float(s), bool(rng.uniform() < min(1.0, 2.2 * s)), "us-nyc-plate-crops") for s in scores]
+    events += [fitting.JudgedEvent(0.4, True, "fr-plate-scenes")] * 10
+    monkeypatch.setattr(fitting, "judged_reads", lambda config: events)
+    model = brightness_ocr(tmp_path / "ocr.onnx")
+    fit = fitting.calibrate_model_reads(model)
+    assert fit is not None and fit.held_out is not None and fit.held_out[0].events == 10
+    recognizer = PlateRecognizer(create_backend("onnxruntime", model, threads=1))
+    assert recognizer.read_calibration == fit.calibration and recognizer.vote_calibration is None
+    assert recognizer.read_calibration(0.45) > 0.9 > 0.45  # under-confident reads mapped up
+
+    monkeypatch.setattr(fitting, "judged_reads", lambda config: events[:5])
+    other = brightness_ocr(tmp_path / "other.onnx")
+    assert fitting.calibrate_model_reads(other) is None
+    assert PlateRecognizer(create_backend("onnxruntime", other, threads=1)).read_calibration is None

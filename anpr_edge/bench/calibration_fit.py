@@ -146,6 +146,22 @@ def fit_events(events: list[JudgedEvent], *, holdout_source: str | None = DEFAUL
                           holdout_source if held else None)
 
 
+def calibrate_model_reads(model: Path, config: AppConfig | None = None) -> CalibrationFit | None:
+    """Fit ``model``'s read map on the shared validation crops and store it in the model (what ``train-ocr``
+    does to every model it exports, so none ships reporting raw probabilities). None, with a warning, when
+    there are too few crops to fit on (tiny test data)."""
+    from anpr_edge.config import default_config
+
+    config = (config or default_config()).with_ocr_model(Path(model).resolve())
+    try:
+        fit = fit_events(judged_reads(config), holdout_source=DEFAULT_HOLDOUT)
+    except ConfigError as error:
+        log.warning("%s: no read calibration fitted (%s); `read` will report raw probabilities", model, error)
+        return None
+    write_model_calibration(Path(model), fit.calibration, READ_CALIBRATION_KEY)
+    return fit
+
+
 def _rounded(calibration: Calibration, places: int = 4) -> Calibration:
     """The map with its points rounded as they are written (metadata, YAML), so what is scored is what ships."""
     points: list[tuple[float, float]] = []

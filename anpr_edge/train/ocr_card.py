@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from anpr_edge.backends import create_backend
+from anpr_edge.bench.calibration_fit import READ_FIT_SETS, CalibrationFit
 from anpr_edge.config import default_config
 from anpr_edge.errors import AnprError
 from anpr_edge.ocr import PlateRecognizer
@@ -95,7 +96,27 @@ def _decoder(config: OcrTrainConfig) -> str:
             f"forcing plus {ctc}")
 
 
-def write_model_card(config: OcrTrainConfig, result: TrainResult, path: Path | None = None) -> Path:
+def _read_calibration(read_fit: CalibrationFit | None) -> str:
+    if read_fit is None:
+        return ("\n## Read confidence\nNo read map was fitted (too few validation crops): `read` and `ocr` report the "
+                "raw probability. Fit it with `anpr-edge fit-calibration --reads --write` before shipping.\n")
+    raw, mapped = read_fit.fitted
+    held = ""
+    if read_fit.held_out is not None:
+        held_raw, held_mapped = read_fit.held_out
+        held = (f", {held_raw.calibration_error:.3f} -> {held_mapped.calibration_error:.3f} on the held-out "
+                f"{read_fit.holdout_source} ({held_raw.events} crops)")
+    return f"""
+## Read confidence (metadata `read_calibration`)
+The map from one plate's read in a photo (its views voted) to the confidence `read` and `ocr` report (the chance
+the read is right), fitted when this model was exported (`anpr-edge fit-calibration --reads`, isotonic regression)
+on {raw.events} validation crops of {', '.join(READ_FIT_SETS)}. Expected calibration error of the raw probability
+-> the calibrated confidence: {raw.calibration_error:.3f} -> {mapped.calibration_error:.3f} on those{held}.
+"""
+
+
+def write_model_card(config: OcrTrainConfig, result: TrainResult, path: Path | None = None,
+                     read_fit: CalibrationFit | None = None) -> Path:
     onnx_path = Path(config.output)
     path = path or onnx_path.with_suffix(".md")
     recognizer = PlateRecognizer(create_backend("onnxruntime", onnx_path, threads=1))
@@ -163,6 +184,7 @@ region plate formats (`formats.regions`, default thresholds), as `anpr-edge read
 
 {format_table(rows, formatted)}
 
+{_read_calibration(read_fit)}
 ## Speed (single-thread ONNX Runtime, this machine: {machine()})
 - batch 1: {single:.2f} ms per crop
 - batch 32: {batched:.2f} ms per crop
