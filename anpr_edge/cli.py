@@ -23,7 +23,7 @@ import numpy as np
 
 from anpr_edge import __version__
 from anpr_edge.argtypes import number_between, positive_float, positive_int
-from anpr_edge.config import AppConfig, default_config, load_config
+from anpr_edge.config import AppConfig, command_config, default_config, load_config
 from anpr_edge.errors import AnprError, ConfigError, SourceError
 from anpr_edge.images import ImageError, load_image
 from anpr_edge.logs import setup_logging
@@ -469,11 +469,7 @@ def cmd_eval_ocr(args: argparse.Namespace) -> int:
     from anpr_edge.train import datasets
     from anpr_edge.train.datasets import region_formats
 
-    config = _config(args.config)
-    if args.model:
-        if not Path(args.model).is_file():
-            raise ConfigError(f"--model: file not found: {args.model}")
-        config = config.with_ocr_model(Path(args.model).resolve())
+    config = command_config(args.config, args.model)
     recognizer = load_recognizer(config)
     if (args.train_splits or args.published_labels) and not args.shared:
         flag = "--train-splits" if args.train_splits else "--published-labels"

@@ -795,6 +795,17 @@ def default_config() -> AppConfig:
     return AppConfig(cameras=[CameraConfig(id="demo", source=SourceSpec("demo", "demo"))])
 
 
+def command_config(config_path: str | None, model_path: str | None = None) -> AppConfig:
+    """The config a command's ``--config`` names (the built-in one without it), reading with the OCR model a
+    ``--model`` names; a missing model file is a ``ConfigError`` naming the option."""
+    config = load_config(config_path) if config_path else default_config()
+    if model_path:
+        if not Path(model_path).is_file():
+            raise ConfigError(f"--model: file not found: {model_path}")
+        config = config.with_ocr_model(Path(model_path).resolve())
+    return config
+
+
 # ------------------------------------------------------------------------------------------- loading
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that rejects duplicate keys, which plain YAML silently resolves to the last one."""

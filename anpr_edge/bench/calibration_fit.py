@@ -222,14 +222,9 @@ def cmd_fit_calibration(args: argparse.Namespace) -> int:
     if not args.reads and (args.config or args.model):
         raise ConfigError("fit-calibration: --config and --model go with --reads (the passages files name their run)")
     if args.reads:
-        from anpr_edge.config import default_config, load_config
+        from anpr_edge.config import command_config
 
-        config = load_config(args.config) if args.config else default_config()
-        if args.model:
-            if not Path(args.model).is_file():
-                raise ConfigError(f"--model: file not found: {args.model}")
-            config = config.with_ocr_model(Path(args.model).resolve())
-        events = judged_reads(config)
+        events = judged_reads(command_config(args.config, args.model))
     else:
         events = load_judged_events([Path(p) for p in args.passages])
     fit = fit_events(events, holdout_source=args.holdout_source or None, max_points=args.points)

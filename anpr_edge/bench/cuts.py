@@ -22,14 +22,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from anpr_edge.argtypes import non_negative_int, positive_int
 from anpr_edge.crop import WIDE_EXTRA_PADDING, _rectified, crop_plate, plate_cuts
-from anpr_edge.errors import ConfigError
 from anpr_edge.values import PlateRead
 
 if TYPE_CHECKING:
@@ -169,16 +167,12 @@ def format_table(scores: Sequence[CutSetScore], top: int, keep: Sequence[tuple[s
 
 
 def cmd_bench_cuts(args: argparse.Namespace) -> int:
-    from anpr_edge.config import default_config, load_config
+    from anpr_edge.config import command_config
     from anpr_edge.ocr_eval import shared_eval_sets
     from anpr_edge.pipeline import load_recognizer
     from anpr_edge.train.ocr_train import OcrTrainConfig
 
-    config = load_config(args.config) if args.config else default_config()
-    if args.model:
-        if not Path(args.model).is_file():
-            raise ConfigError(f"--model: file not found: {args.model}")
-        config = config.with_ocr_model(Path(args.model).resolve())
+    config = command_config(args.config, args.model)
     recognizer = load_recognizer(config)
     selection = [f"{name}:val" for name in OcrTrainConfig().data.real_sets]
     views = list(VIEWS)
