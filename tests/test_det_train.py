@@ -140,3 +140,29 @@ def test_one_offline_epoch_exports_a_model_the_runtime_reads(tmp_path: Path) -> 
         detector = PlateDetector(backend, input_size=size, confidence=0.0001)
         (found,) = detector.detect([image])
         assert found.xyxy.shape[1] == 4 and len(found) <= detector.max_detections
+
+
+def test_the_detector_card_reads_as_read_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The card's eval-read table uses `anpr-edge read`'s reader for the new detector: PlateReader.from_config
+    on the default config with that model, size and threshold (so the views, the second look and the read
+    calibration that fallback_below is compared with are read's own), on ONNX Runtime."""
+    import anpr_edge.train.det_card as det_card
+
+    seen = []
+
+    class Reader:
+        def read(self, images):  # pragma: no cover - no scene is read here
+            return [[] for _ in images]
+
+    def from_config(config, *, photos=True):
+        seen.append((config, photos))
+        return Reader()
+
+    monkeypatch.setattr(det_card.PlateReader, "from_config", staticmethod(from_config))
+    monkeypatch.setattr(det_card, "shared_scene_sets", lambda: [])
+    model = tmp_path / "det.onnx"
+    assert det_card.evaluate_detector(model, input_size=416, threads=2, confidence=0.3) == []
+    ((config, photos),) = seen
+    assert photos and config.models.detector.path == model and config.models.detector.input_size == 416
+    assert config.models.detector.confidence == 0.3 and config.models.ocr.path is None  # the bundled OCR
+    assert (config.inference.backend, config.inference.threads) == ("onnxruntime", 2)

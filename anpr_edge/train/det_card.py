@@ -12,11 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from anpr_edge import paths
-from anpr_edge.backends import create_backend
 from anpr_edge.config import default_config
-from anpr_edge.detector import PlateDetector
-from anpr_edge.pipeline import PlateReader, load_fallback_detector
+from anpr_edge.pipeline import PlateReader
 from anpr_edge.read_eval import ReadEvalReport, evaluate_read, format_table, shared_scene_sets
 from anpr_edge.train.det_train import DetTrainOptions, Lineage, read_results_csv
 from anpr_edge.train.ocr_card import machine
@@ -25,18 +22,17 @@ from anpr_edge.train.ocr_card import machine
 def evaluate_detector(onnx: Path, *, input_size: int, threads: int = 1, ocr: Path | None = None,
                       confidence: float = 0.35) -> list[ReadEvalReport]:
     """The `eval-read --shared` table for ``onnx`` with the bundled OCR (or ``ocr``)."""
-    from anpr_edge.ocr import PlateRecognizer
-
-    detector = PlateDetector(create_backend("onnxruntime", onnx, threads=threads), input_size=input_size,
-                             confidence=confidence)
-    recognizer = PlateRecognizer(create_backend("onnxruntime", ocr or paths.bundled_model(paths.OCR_MODEL),
-                                                threads=threads))
     defaults = default_config()
-    models = defaults.models.model_copy(update={"detector": defaults.models.detector.model_copy(update={"path": onnx})})
-    # The second look `anpr-edge read` takes by default, at the default fallback size, and its views of each plate.
-    fallback = load_fallback_detector(defaults.model_copy(update={"models": models}), detector)
-    reader = PlateReader(detector, recognizer, padding=defaults.crop.padding, extra_cuts=defaults.crop.photo_cuts,
-                         fallback=fallback, fallback_below=defaults.models.detector.fallback_below)
+    detector = defaults.models.detector.model_copy(update={"path": onnx, "input_size": input_size,
+                                                           "confidence": confidence})
+    ocr_model = defaults.models.ocr.model_copy(update={"path": ocr}) if ocr is not None else defaults.models.ocr
+    config = defaults.model_copy(update={
+        "models": defaults.models.model_copy(update={"detector": detector, "ocr": ocr_model}),
+        "inference": defaults.inference.model_copy(update={"backend": "onnxruntime", "threads": threads}),
+    })
+    # Exactly the reader of `anpr-edge read` with the default config: its views of each plate, the second look
+    # at the default fallback size, and the confidence fallback_below is compared with (the OCR's read map).
+    reader = PlateReader.from_config(config)
     return [evaluate_read(name, scenes, lambda image: reader.read([image])[0]) for name, scenes in shared_scene_sets()]
 
 
